@@ -217,6 +217,12 @@ impl Server {
 
     /// Reads until `WouldBlock`, the per-tick budget, or backpressure.
     fn read(&mut self, token: usize, now: Instant) {
+        // Pipelined requests held back by backpressure come first: no new edge announces them.
+        if let Some(Connection { phase: Phase::Http { input, .. }, read_paused: false, .. }) = self.conns.get(token)
+            && !input.is_empty()
+        {
+            self.process_http(token, now);
+        }
         let mut scratch = std::mem::take(&mut self.scratch);
         for _ in 0..READS_PER_TICK {
             let Some(conn) = self.conns.get_mut(token) else { break };
