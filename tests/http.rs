@@ -201,3 +201,20 @@ fn connections_past_the_limit_are_refused_with_503() {
     assert!(server.metric("relay_connections_rejected_total") >= 1);
     server.assert_healthy();
 }
+
+#[test]
+fn pipelined_requests_wait_for_a_slow_reader_and_none_is_lost() {
+    // A 1 MiB output bound; each answer is 600 KB, so the server must pause between them.
+    let server = Server::start_with("max_message_bytes = 1000");
+    let big: Vec<u8> = (0..600_000u32).map(|i| (i % 251) as u8).collect();
+    std::fs::write(server.dir.join("public/big.bin"), &big).unwrap();
+    let mut s = connect(server.addr);
+    let count = 12;
+    s.write_all("GET /big.bin HTTP/1.1\r\nHost: t\r\n\r\n".repeat(count).as_bytes()).unwrap();
+    let mut reader = std::io::BufReader::new(s);
+    for i in 0..count {
+        let r = read_response(&mut reader, false);
+        assert_eq!((r.status, r.body.len()), (200, big.len()), "response {i}");
+        assert!(r.body == big, "response {i} body differs");
+    }
+}

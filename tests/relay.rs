@@ -263,3 +263,34 @@ fn the_publisher_is_paused_when_every_watcher_is_behind() {
     let _w = reader.join().unwrap();
     server.assert_healthy();
 }
+
+/// The same relay driven by a client nobody here wrote (tungstenite), both as publisher and watcher.
+#[test]
+fn a_third_party_client_publishes_and_watches() {
+    use tungstenite::Message;
+    let server = Server::start();
+    let url = |path: &str| format!("ws://{}{path}", server.addr);
+    let (mut watcher, response) = tungstenite::connect(url("/ws/watch/tg")).expect("watcher handshake");
+    assert_eq!(response.status(), 101);
+    let text = |m: Message| serde_json::from_str::<serde_json::Value>(m.to_text().unwrap()).unwrap();
+    assert_eq!(text(watcher.read().unwrap()), NOT_LIVE());
+    let (mut publisher, _) = tungstenite::connect(url("/ws/publish/tg")).expect("publisher handshake");
+    assert_eq!(text(publisher.read().unwrap()), json!({"event": "stream", "name": "tg"}));
+    assert_eq!(text(watcher.read().unwrap()), LIVE());
+    let sent: Vec<Vec<u8>> =
+        (0..50).map(|seq| media(if seq == 0 { 2 } else { 3 }, seq, 1000 + seq as usize * 997)).collect();
+    for m in &sent {
+        publisher.send(Message::binary(m.clone())).unwrap();
+    }
+    let mut received = Vec::new();
+    while received.len() < sent.len() {
+        match watcher.read().expect("watcher read") {
+            Message::Binary(b) => received.push(b.to_vec()),
+            Message::Text(_) | Message::Ping(_) | Message::Pong(_) => {}
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert!(received == sent, "relayed bytes differ");
+    publisher.close(None).unwrap();
+    assert_eq!(text(watcher.read().unwrap()), NOT_LIVE());
+}
