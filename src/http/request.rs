@@ -172,3 +172,38 @@ mod tests {
         assert!(req("GET / HTTP/1.1\r\nContent-Length: -1\r\n\r\n").body_length().is_err());
     }
 }
+
+#[cfg(test)]
+mod props {
+    use proptest::prelude::*;
+
+    use super::parse;
+
+    proptest! {
+        /// A valid head split anywhere: every prefix needs more, the whole parses the same.
+        #[test]
+        fn split_anywhere_parses_the_same(
+            path in "/[a-z0-9/._~%-]{0,40}",
+            headers in prop::collection::vec(("[A-Za-z][A-Za-z0-9-]{0,15}", "[ -~]{0,30}"), 0..10),
+            cut in any::<usize>(),
+        ) {
+            let mut head = format!("GET {path} HTTP/1.1\r\n");
+            for (name, value) in &headers {
+                head.push_str(&format!("{name}: {}\r\n", value.trim()));
+            }
+            head.push_str("\r\n");
+            let bytes = head.as_bytes();
+            let (n, whole) = parse(bytes).unwrap().unwrap();
+            prop_assert_eq!(n, bytes.len());
+            prop_assert_eq!(whole.path(), path.split('?').next().unwrap());
+            prop_assert_eq!(whole.headers.len(), headers.len());
+            let cut = cut % bytes.len();
+            prop_assert!(parse(&bytes[..cut]).unwrap().is_none());
+        }
+
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..20_000)) {
+            let _ = parse(&bytes);
+        }
+    }
+}

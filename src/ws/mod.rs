@@ -4,3 +4,6 @@
 pub mod frame;
 pub mod handshake;
 pub mod receiver;
+
+#[cfg(test)]
+mod props;
