@@ -20,6 +20,16 @@ pub struct Config {
     pub request_timeout_ms: u64,
     pub idle_timeout_ms: u64,
     pub echo_endpoint: bool,
+    /// PEM certificate chain and private key: with both, the server speaks HTTPS/WSS.
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    /// Make (once) and use a self-signed certificate, stored in `config_dir`.
+    pub tls_self_signed: bool,
+    /// With TLS, a plain-HTTP port that redirects pages to HTTPS.
+    pub http_port: Option<u16>,
+    /// The config file's folder (the working directory without one): where a self-signed
+    /// certificate is kept, so a browser's exception survives restarts.
+    pub config_dir: PathBuf,
 }
 
 impl Default for Config {
@@ -39,6 +49,11 @@ impl Default for Config {
             request_timeout_ms: 10_000,
             idle_timeout_ms: 60_000,
             echo_endpoint: false,
+            tls_cert: None,
+            tls_key: None,
+            tls_self_signed: false,
+            http_port: None,
+            config_dir: PathBuf::from("."),
         }
     }
 }
@@ -62,6 +77,7 @@ OPTIONS:
   --port N            port to listen on, 0 for any free port
   --public-dir PATH   directory with the web pages
   --loglevel LEVEL    off, error, warn, info, debug or trace
+  --self-signed       serve HTTPS with a self-signed certificate kept beside the config
   --help              print this help
   --version           print the version
 
@@ -77,6 +93,7 @@ pub fn from_args(args: impl IntoIterator<Item = std::ffi::OsString>) -> Result<C
         match arg {
             Long("help") | Short('h') => return Ok(Command::Help),
             Long("version") | Short('V') => return Ok(Command::Version),
+            Long("self-signed") => overrides.push(("tls_self_signed", "true".to_owned())),
             Long("config") => config_path = Some(parser.value().map_err(|e| e.to_string())?.into()),
             Long(flag @ ("address" | "port" | "public-dir" | "loglevel")) => {
                 let (key, flag) = match flag {
@@ -103,6 +120,9 @@ pub fn from_args(args: impl IntoIterator<Item = std::ffi::OsString>) -> Result<C
         // Paths given on the command line are relative to the working directory.
         set(&mut config, key, &value, Path::new("")).map_err(|e| format!("--{}: {e}", key.replace('_', "-")))?;
     }
+    if config.tls_cert.is_some() != config.tls_key.is_some() {
+        return Err("tls_cert and tls_key must be set together".to_owned());
+    }
     Ok(Command::Run(Box::new(config)))
 }
 
@@ -110,6 +130,7 @@ fn load_file(config: &mut Config, path: &Path) -> Result<(), String> {
     let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
     // Paths in the file are relative to the file, so the server runs from any directory.
     let base = path.parent().unwrap_or(Path::new(""));
+    config.config_dir = if base.as_os_str().is_empty() { PathBuf::from(".") } else { base.to_path_buf() };
     parse(config, &text, base).map_err(|e| format!("{}: {e}", path.display()))
 }
 
@@ -164,6 +185,10 @@ fn set(c: &mut Config, key: &str, value: &str, base: &Path) -> Result<(), String
         "request_timeout_ms" => c.request_timeout_ms = positive(value)?,
         "idle_timeout_ms" => c.idle_timeout_ms = positive(value)?,
         "echo_endpoint" => c.echo_endpoint = boolean(value)?,
+        "tls_cert" => c.tls_cert = (!value.is_empty()).then(|| base.join(value)),
+        "tls_key" => c.tls_key = (!value.is_empty()).then(|| base.join(value)),
+        "tls_self_signed" => c.tls_self_signed = boolean(value)?,
+        "http_port" => c.http_port = if value.is_empty() { None } else { Some(number(value)?) },
         _ => return Err("unknown key".to_owned()),
     }
     Ok(())
@@ -221,6 +246,20 @@ mod tests {
         assert_eq!(c.allowed_origins, vec!["https://a.example", "http://b:1"]);
         assert!(c.echo_endpoint);
         assert_eq!(c.watcher_queue_bytes, 1000);
+    }
+
+    #[test]
+    fn tls_keys() {
+        let c = parsed("tls_cert = cert.pem\ntls_key = \"/keys/key.pem\"\nhttp_port = 8080\ntls_self_signed = no\n")
+            .unwrap();
+        assert_eq!(c.tls_cert, Some(PathBuf::from("/etc/relay/cert.pem")));
+        assert_eq!(c.tls_key, Some(PathBuf::from("/keys/key.pem")));
+        assert_eq!(c.http_port, Some(8080));
+        assert!(!c.tls_self_signed);
+        assert!(parsed("http_port = web").unwrap_err().contains("http_port"));
+        let args = |a: &[&str]| from_args(a.iter().map(std::ffi::OsString::from));
+        let Ok(Command::Run(c)) = args(&["--self-signed", "--port", "0"]) else { panic!("--self-signed") };
+        assert!(c.tls_self_signed);
     }
 
     #[test]

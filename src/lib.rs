@@ -9,4 +9,5 @@ pub mod http;
 pub mod hub;
 pub mod metrics;
 pub mod reactor;
+pub mod tls;
 pub mod ws;

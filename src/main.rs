@@ -45,10 +45,19 @@ fn main() -> ExitCode {
         }
     };
     let public = server.public_address().to_owned();
+    let scheme = if server.tls().is_some() { "https" } else { "http" };
     let mut out = std::io::stdout().lock();
-    let _ = writeln!(out, "listening on http://{local}");
-    let _ = writeln!(out, "broadcast: open http://{public}/capture");
-    let _ = writeln!(out, "watch:     open http://{public}/cast/NAME (or the list at http://{public}/)");
+    let _ = writeln!(out, "listening on {scheme}://{local}");
+    if let Some(tls) = server.tls() {
+        let made = if tls.generated { "made" } else { "using" };
+        let _ = writeln!(out, "tls:       {made} certificate {}", tls.cert_path.display());
+        let _ = writeln!(out, "           SHA-256 {}", tls.fingerprint);
+    }
+    if let Some(redirect) = server.redirect_addr() {
+        let _ = writeln!(out, "redirect:  http://{redirect} -> https://{public}");
+    }
+    let _ = writeln!(out, "broadcast: open {scheme}://{public}/capture");
+    let _ = writeln!(out, "watch:     open {scheme}://{public}/cast/NAME (or the list at {scheme}://{public}/)");
     let _ = out.flush();
     drop(out);
     match server.run() {

@@ -1,13 +1,12 @@
 //! One client connection: its socket, its phase, and its write queue.
 
 use std::io;
-use std::net::{Shutdown, SocketAddr};
+use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::Instant;
 
-use mio::net::TcpStream;
-
 use super::out_queue::{Flush, OutQueue};
+use super::transport::Transport;
 use crate::chunk::Chunk;
 use crate::ws::receiver::Receiver;
 
@@ -46,8 +45,10 @@ pub enum Phase {
 }
 
 pub struct Connection {
-    pub socket: TcpStream,
+    pub socket: Transport,
     pub peer: SocketAddr,
+    /// Accepted on `http_port` beside HTTPS: pages are redirected, upgrades only from loopback.
+    pub redirect_only: bool,
     pub phase: Phase,
     pub out: OutQueue,
     /// The last time bytes arrived (idle pings and timeouts).
@@ -69,10 +70,11 @@ pub struct Connection {
 }
 
 impl Connection {
-    pub fn new(socket: TcpStream, peer: SocketAddr, now: Instant, request_deadline: Instant) -> Connection {
+    pub fn new(socket: Transport, peer: SocketAddr, now: Instant, request_deadline: Instant) -> Connection {
         Connection {
             socket,
             peer,
+            redirect_only: false,
             phase: Phase::Http { input: Vec::new(), skip_body: 0 },
             out: OutQueue::default(),
             last_input: now,
@@ -106,14 +108,21 @@ impl Connection {
         matches!(self.phase, Phase::WebSocket { .. })
     }
 
-    /// Writes what the queue holds; once a closing connection is flushed, shuts its write side.
+    /// Writes what the queue (and TLS) holds; once a closing connection is flushed, shuts its
+    /// write side.
     pub fn flush(&mut self) -> io::Result<usize> {
         let (state, written) = self.out.flush(&mut self.socket)?;
-        if matches!(state, Flush::Done) && matches!(self.phase, Phase::Closing) && !self.write_shut {
-            self.write_shut = true;
-            // The peer may already be gone; the close that follows handles that.
-            let _ = self.socket.shutdown(Shutdown::Write);
+        let done = matches!(state, Flush::Done) && self.socket.flush_pending()?;
+        if done && matches!(self.phase, Phase::Closing) && !self.write_shut {
+            // `Ok(false)`: a TLS close_notify still waits for the socket; the next writable
+            // edge comes back here. An error means the peer is gone, which the close handles.
+            self.write_shut = !matches!(self.socket.shutdown_write(), Ok(false));
         }
         Ok(written)
+    }
+
+    /// Output is waiting: queued frames, or TLS records not yet on the socket.
+    pub fn has_output(&self) -> bool {
+        !self.out.is_empty() || self.socket.wants_write()
     }
 }

@@ -9,6 +9,7 @@
 mod connection;
 mod out_queue;
 mod requests;
+mod transport;
 mod websocket;
 
 use std::io::{self, Read, Write};
@@ -27,11 +28,14 @@ use crate::config::Config;
 use crate::hub::policy::{Backlog, Policy};
 use crate::hub::{Clients, Hub};
 use crate::metrics::{Gauges, Metrics};
+use crate::tls::Tls;
 use crate::ws::frame;
 use connection::{Connection, Phase, Role};
+use transport::Transport;
 
 const LISTENER: Token = Token(usize::MAX);
 const SIGNALS: Token = Token(usize::MAX - 1);
+const REDIRECT_LISTENER: Token = Token(usize::MAX - 2);
 
 /// One read syscall's worth; input is parsed straight out of it.
 const READ_CHUNK: usize = 64 * 1024;
@@ -47,6 +51,9 @@ const SLOW_CLOSE_AFTER: Duration = Duration::from_secs(10);
 pub struct Server {
     poll: Poll,
     listener: TcpListener,
+    /// `http_port` beside HTTPS: redirects pages to HTTPS.
+    redirect_listener: Option<TcpListener>,
+    tls: Option<Tls>,
     signals: Signals,
     conns: Slab<Connection>,
     hub: Hub,
@@ -88,6 +95,17 @@ impl Server {
         poll.registry().register(&mut listener, LISTENER, Interest::READABLE).map_err(setup)?;
         poll.registry().register(&mut signals, SIGNALS, Interest::READABLE).map_err(setup)?;
         let public_address = config.public_address.clone().unwrap_or_else(|| local.to_string());
+        let public_host = host_of(&public_address);
+        let tls = crate::tls::load(&config, public_host).map_err(StartError::Setup)?;
+        let redirect_listener = match (config.http_port, &tls) {
+            (Some(port), Some(_)) => {
+                let addr = SocketAddr::new(config.address, port);
+                let mut listener = TcpListener::bind(addr).map_err(|e| StartError::Bind(addr, e))?;
+                poll.registry().register(&mut listener, REDIRECT_LISTENER, Interest::READABLE).map_err(setup)?;
+                Some(listener)
+            }
+            _ => None,
+        };
         let policy = Policy {
             queue_bytes: config.watcher_queue_bytes,
             max_lag: Duration::from_millis(config.watcher_max_lag_ms),
@@ -96,6 +114,8 @@ impl Server {
         Ok(Server {
             poll,
             listener,
+            redirect_listener,
+            tls,
             signals,
             conns: Slab::new(),
             hub: Hub::new(policy),
@@ -119,6 +139,15 @@ impl Server {
         &self.public_address
     }
 
+    pub fn tls(&self) -> Option<&Tls> {
+        self.tls.as_ref()
+    }
+
+    /// The plain-HTTP redirect port's address, when there is one.
+    pub fn redirect_addr(&self) -> Option<SocketAddr> {
+        self.redirect_listener.as_ref().and_then(|l| l.local_addr().ok())
+    }
+
     /// Runs until SIGINT or SIGTERM, then closes every WebSocket with 1001 and returns.
     pub fn run(&mut self) -> io::Result<()> {
         let mut events = Events::with_capacity(1024);
@@ -134,7 +163,8 @@ impl Server {
             let now = Instant::now();
             for event in events.iter() {
                 match event.token() {
-                    LISTENER => self.accept(now),
+                    LISTENER => self.accept(now, false),
+                    REDIRECT_LISTENER => self.accept(now, true),
                     SIGNALS => self.on_signal(now),
                     Token(token) => {
                         if event.is_writable() {
@@ -163,9 +193,15 @@ impl Server {
         }
     }
 
-    fn accept(&mut self, now: Instant) {
+    /// Accepts every pending connection of one listener (`redirect`: the plain `http_port`).
+    fn accept(&mut self, now: Instant, redirect: bool) {
         loop {
-            let (mut socket, peer) = match self.listener.accept() {
+            let listener = match (redirect, &self.redirect_listener) {
+                (true, Some(l)) => l,
+                (true, None) => return,
+                (false, _) => &self.listener,
+            };
+            let (mut socket, peer) = match listener.accept() {
                 Ok(pair) => pair,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -178,8 +214,11 @@ impl Server {
             if self.conns.len() >= self.config.max_connections || self.shutdown_deadline.is_some() {
                 self.metrics.connections_rejected += 1;
                 log::warn!("{peer}: refused, {} connections open (max_connections)", self.conns.len());
-                let _ =
-                    socket.write(b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+                // A TLS client would not understand a plain answer; it just sees the close.
+                if self.tls.is_none() || redirect {
+                    let _ = socket
+                        .write(b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+                }
                 continue;
             }
             let _ = socket.set_nodelay(true);
@@ -191,8 +230,21 @@ impl Server {
                 log::error!("{peer}: cannot register: {e}");
                 continue;
             }
+            let transport = match &self.tls {
+                Some(tls) if !redirect => match rustls::ServerConnection::new(tls.config.clone()) {
+                    Ok(session) => Transport::tls(socket, session),
+                    Err(e) => {
+                        log::error!("{peer}: cannot start TLS: {e}");
+                        let _ = self.poll.registry().deregister(&mut socket);
+                        continue;
+                    }
+                },
+                _ => Transport::Plain(socket),
+            };
             let deadline = now + Duration::from_millis(self.config.request_timeout_ms);
-            entry.insert(Connection::new(socket, peer, now, deadline));
+            let mut conn = Connection::new(transport, peer, now, deadline);
+            conn.redirect_only = redirect;
+            entry.insert(conn);
             self.metrics.connections_accepted += 1;
             log::debug!("{peer}: connected");
         }
@@ -205,6 +257,9 @@ impl Server {
         log::info!("shutting down: closing {} connections", self.conns.len());
         self.shutdown_deadline = Some(now + CLOSE_GRACE);
         let _ = self.poll.registry().deregister(&mut self.listener);
+        if let Some(listener) = &mut self.redirect_listener {
+            let _ = self.poll.registry().deregister(listener);
+        }
         let tokens: Vec<usize> = self.conns.iter().map(|(t, _)| t).collect();
         for token in tokens {
             if self.conns[token].is_websocket() {
@@ -224,6 +279,7 @@ impl Server {
             self.process_http(token, now);
         }
         let mut scratch = std::mem::take(&mut self.scratch);
+        let mut drained = false;
         for _ in 0..READS_PER_TICK {
             let Some(conn) = self.conns.get_mut(token) else { break };
             if conn.read_paused || conn.peer_closed {
@@ -233,8 +289,8 @@ impl Server {
                 Ok(0) => {
                     conn.peer_closed = true;
                     self.on_peer_closed(token, now);
-                    self.scratch = scratch;
-                    return;
+                    drained = true;
+                    break;
                 }
                 Ok(n) => {
                     conn.last_input = now;
@@ -243,8 +299,8 @@ impl Server {
                     self.on_input(token, &scratch[..n], now);
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    self.scratch = scratch;
-                    return;
+                    drained = true;
+                    break;
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => {
@@ -253,11 +309,16 @@ impl Server {
                 }
             }
         }
-        // Budget used up (or paused): more may be waiting, and no new edge will say so.
-        if self.conns.get(token).is_some_and(|c| !c.read_paused && !c.peer_closed) {
+        self.scratch = scratch;
+        let Some(conn) = self.conns.get(token) else { return };
+        // Budget used up: more may be waiting, and no new edge will say so.
+        if !drained && !conn.read_paused && !conn.peer_closed {
             self.to_read.push(token);
         }
-        self.scratch = scratch;
+        // A TLS handshake answers while reading; what the socket did not take waits for a flush.
+        if conn.socket.wants_write() {
+            self.schedule_flush(token);
+        }
     }
 
     fn on_input(&mut self, token: usize, bytes: &[u8], now: Instant) {
@@ -278,7 +339,7 @@ impl Server {
             // After a close handshake, or with a request answered: a clean end once flushed.
             Phase::Closing if conn.write_shut => self.close(token, "closed"),
             Phase::Closing => {}
-            Phase::Http { .. } if conn.out.is_empty() => self.close(token, "closed by peer"),
+            Phase::Http { .. } if !conn.has_output() => self.close(token, "closed by peer"),
             // Half-closed with output pending: finish sending, then close.
             Phase::Http { .. } => self.enter_closing(token, now),
             Phase::WebSocket { .. } => {
@@ -346,6 +407,11 @@ impl Server {
 
     /// Timers: request and close deadlines, idle pings and timeouts, hub rate limits.
     fn sweep(&mut self, now: Instant) {
+        // An accept that failed (out of file descriptors) lost its edge: try again.
+        if self.shutdown_deadline.is_none() {
+            self.accept(now, false);
+            self.accept(now, true);
+        }
         let idle = Duration::from_millis(self.config.idle_timeout_ms);
         let mut expired = Vec::new();
         let mut to_ping = Vec::new();
@@ -378,7 +444,7 @@ impl Server {
     fn on_deadline(&mut self, token: usize, now: Instant) {
         let Some(conn) = self.conns.get_mut(token) else { return };
         match &conn.phase {
-            Phase::Http { input, .. } if input.is_empty() && conn.out.is_empty() => {
+            Phase::Http { input, .. } if input.is_empty() && !conn.has_output() => {
                 self.close(token, "idle keep-alive connection timed out")
             }
             Phase::Http { .. } => {
@@ -440,7 +506,7 @@ impl Server {
     fn close(&mut self, token: usize, why: &str) {
         self.detach(token, Instant::now());
         let Some(mut conn) = self.conns.try_remove(token) else { return };
-        let _ = self.poll.registry().deregister(&mut conn.socket);
+        let _ = self.poll.registry().deregister(conn.socket.tcp());
         if let Some(code) = conn.close_code {
             *self.metrics.ws_closes.entry(code).or_default() += 1;
             log::info!("{}: websocket closed ({code}): {why}", conn.peer);
@@ -512,4 +578,13 @@ impl Clients for Outbox<'_> {
             self.to_read.push(token);
         }
     }
+}
+
+/// The host part of `host:port` (IPv6 brackets removed).
+fn host_of(address: &str) -> &str {
+    let host = match address.rsplit_once(':') {
+        Some((host, port)) if port.chars().all(|c| c.is_ascii_digit()) => host,
+        _ => address,
+    };
+    host.trim_start_matches('[').trim_end_matches(']')
 }

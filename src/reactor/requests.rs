@@ -55,7 +55,11 @@ impl Server {
     /// Answers one request; `false` when the connection left HTTP (closing or upgraded).
     fn handle_request(&mut self, token: usize, req: Request, now: Instant) -> bool {
         let route = router::route(req.path(), self.config.echo_endpoint);
-        log::debug!("{}: {} {}", self.conns[token].peer, req.method, req.target);
+        let conn = &self.conns[token];
+        log::debug!("{}: {} {}", conn.peer, req.method, req.target);
+        if conn.redirect_only && !(route.is_websocket() && conn.peer.ip().is_loopback()) {
+            return self.redirect_to_https(token, &req, route, now);
+        }
         if route.is_websocket() {
             return self.upgrade(token, &req, route, now);
         }
@@ -85,6 +89,19 @@ impl Server {
         self.respond(token, response, head_only, req.keep_alive(), now)
     }
 
+    /// The plain-HTTP port beside HTTPS: pages move to HTTPS; a WebSocket from another machine
+    /// would carry camera and microphone in clear, so it is refused.
+    fn redirect_to_https(&mut self, token: usize, req: &Request, route: Route<'_>, now: Instant) -> bool {
+        if route.is_websocket() {
+            log::info!("{}: plain-HTTP websocket from another machine refused (403)", self.conns[token].peer);
+            self.respond_and_close(token, Response::error(403), now);
+            return false;
+        }
+        let location = format!("https://{}{}", self.public_address, req.target);
+        let response = Response::text(308, "use HTTPS").header("Location", &location);
+        self.respond(token, response, req.method == "HEAD", req.keep_alive(), now)
+    }
+
     /// The response to a plain (non-upgrade) GET or HEAD.
     fn answer(&self, req: &Request, route: Route<'_>) -> Response {
         match route {
@@ -100,9 +117,10 @@ impl Server {
             }
             Route::ApiStreams => Response::json(self.streams_json()),
             Route::ApiInfo => Response::json(format!(
-                r#"{{"public_address":{},"version":"{}","tls":false}}"#,
+                r#"{{"public_address":{},"version":"{}","tls":{}}}"#,
                 json_string(&self.public_address),
-                env!("CARGO_PKG_VERSION")
+                env!("CARGO_PKG_VERSION"),
+                self.tls.is_some()
             )),
             Route::ApiPublish(name) => {
                 let status = self.publish_refusal(req, name).unwrap_or(200);

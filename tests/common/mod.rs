@@ -77,6 +77,7 @@ impl Server {
         let first = lines.recv_timeout(DEADLINE).expect("the server prints its banner");
         let addr = first
             .strip_prefix("listening on http://")
+            .or_else(|| first.strip_prefix("listening on https://"))
             .unwrap_or_else(|| panic!("unexpected first line {first:?}"))
             .parse()
             .unwrap();
