@@ -77,7 +77,8 @@ OPTIONS:
   --port N            port to listen on, 0 for any free port
   --public-dir PATH   directory with the web pages
   --loglevel LEVEL    off, error, warn, info, debug or trace
-  --self-signed       serve HTTPS with a self-signed certificate kept beside the config
+  --self-signed       serve HTTPS with a self-signed certificate kept beside the config,
+                      on every interface unless --address is given (for phones on the LAN)
   --help              print this help
   --version           print the version
 
@@ -116,9 +117,16 @@ pub fn from_args(args: impl IntoIterator<Item = std::ffi::OsString>) -> Result<C
         None if default_path.exists() => load_file(&mut config, default_path)?,
         None => {}
     }
-    for (key, value) in overrides {
+    for (key, value) in &overrides {
+        let (key, value) = (*key, value.as_str());
         // Paths given on the command line are relative to the working directory.
-        set(&mut config, key, &value, Path::new("")).map_err(|e| format!("--{}: {e}", key.replace('_', "-")))?;
+        set(&mut config, key, value, Path::new("")).map_err(|e| format!("--{}: {e}", key.replace('_', "-")))?;
+    }
+    // Self-signed HTTPS exists for other machines on the LAN: listen where they can reach it.
+    let self_signed_flag = overrides.iter().any(|(k, _)| *k == "tls_self_signed");
+    let address_flag = overrides.iter().any(|(k, _)| *k == "address");
+    if self_signed_flag && !address_flag {
+        config.address = IpAddr::from([0, 0, 0, 0]);
     }
     if config.tls_cert.is_some() != config.tls_key.is_some() {
         return Err("tls_cert and tls_key must be set together".to_owned());
@@ -260,6 +268,9 @@ mod tests {
         let args = |a: &[&str]| from_args(a.iter().map(std::ffi::OsString::from));
         let Ok(Command::Run(c)) = args(&["--self-signed", "--port", "0"]) else { panic!("--self-signed") };
         assert!(c.tls_self_signed);
+        assert_eq!(c.address, IpAddr::from([0, 0, 0, 0]), "--self-signed listens for the LAN");
+        let Ok(Command::Run(c)) = args(&["--self-signed", "--address", "127.0.0.1"]) else { panic!("--address") };
+        assert_eq!(c.address, IpAddr::from([127, 0, 0, 1]));
     }
 
     #[test]

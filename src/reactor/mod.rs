@@ -94,7 +94,7 @@ impl Server {
         let setup = |e: io::Error| StartError::Setup(e.to_string());
         poll.registry().register(&mut listener, LISTENER, Interest::READABLE).map_err(setup)?;
         poll.registry().register(&mut signals, SIGNALS, Interest::READABLE).map_err(setup)?;
-        let public_address = config.public_address.clone().unwrap_or_else(|| local.to_string());
+        let public_address = config.public_address.clone().unwrap_or_else(|| default_public_address(local));
         let public_host = host_of(&public_address);
         let tls = crate::tls::load(&config, public_host).map_err(StartError::Setup)?;
         let redirect_listener = match (config.http_port, &tls) {
@@ -587,4 +587,19 @@ fn host_of(address: &str) -> &str {
         _ => address,
     };
     host.trim_start_matches('[').trim_end_matches(']')
+}
+
+/// Links must work from other machines: a wildcard bind is shown as this machine's first LAN
+/// address (or `localhost` without one).
+fn default_public_address(local: SocketAddr) -> String {
+    if !local.ip().is_unspecified() {
+        return local.to_string();
+    }
+    let lan = if_addrs::get_if_addrs()
+        .ok()
+        .and_then(|interfaces| interfaces.into_iter().map(|i| i.ip()).find(|ip| ip.is_ipv4() && !ip.is_loopback()));
+    match lan {
+        Some(ip) => SocketAddr::new(ip, local.port()).to_string(),
+        None => format!("localhost:{}", local.port()),
+    }
 }
