@@ -26,6 +26,7 @@ suite "cargo clippy" cargo clippy --all-targets --locked -- -D warnings
 suite "cargo test" cargo test --locked
 suite "autobahn (RFC 6455 conformance)" bash scripts/autobahn.sh
 suite "interop (python websockets, websocat)" bash tests/interop/run.sh
+suite "browser (headless chromium)" bash tests/browser/run.sh
 
 echo
 if [ "$failed" -gt 0 ]; then

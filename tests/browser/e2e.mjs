@@ -1,0 +1,340 @@
+// camrelay real-browser end-to-end test: headless Chromium with a fake camera and microphone drives
+// the capture page and cast pages against a running server. run.sh builds and starts the server.
+//
+//   node e2e.mjs http://127.0.0.1:PORT        (or CAMRELAY_URL=...)
+//   CHROMIUM=/path/to/chromium                another browser binary (default /usr/bin/chromium)
+//   MEASURE_MS=5000                           the bandwidth measurement window per codec
+//   DOCS_SCREENSHOTS=1                        also refresh docs/screenshots/*.png (tracked files)
+//
+// Every browser context is its own Chromium with its own fresh profile (launchPersistentContext),
+// as two people on two machines would be. Prints one line per check, the measured bandwidth and
+// latency per codec, and finally "N passed, M failed"; exits 1 when anything failed.
+import { chromium } from 'playwright-core';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const HERE = path.dirname(fileURLToPath(import.meta.url));
+const ROOT = path.resolve(HERE, '../..');
+const OUT = path.join(HERE, 'output');
+const DOCS = path.join(ROOT, 'docs/screenshots');
+const BASE = (process.argv[2] || process.env.CAMRELAY_URL || '').replace(/\/$/, '');
+const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
+const MEASURE_MS = Number(process.env.MEASURE_MS || 5000);
+const DOCS_SCREENSHOTS = process.env.DOCS_SCREENSHOTS === '1';
+const TEST_TIMEOUT_MS = 60_000;
+
+// As in ../shared/FIELD-NOTES.md: what works headless as root, plus the fake camera and microphone.
+// No autoplay override: the test clicks "unmute" as a viewer would.
+const ARGS = [
+  '--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
+  '--disable-background-networking', '--disable-component-update', '--disable-sync',
+  '--use-fake-device-for-media-stream', '--use-fake-ui-for-media-stream',
+];
+const DESKTOP = { width: 1000, height: 640 };
+const PHONE = { width: 390, height: 780 };
+
+const log = (...a) => console.log(...a);
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+const rand = () => Math.random().toString(36).slice(2, 8);
+
+// ---------------------------------------------------------------------------------------------
+// Browsers: one Chromium per context, each with a fresh profile directory
+
+const pageErrors = [];
+const open = new Set();
+
+async function newPage(label, viewport = DESKTOP) {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'camrelay-chromium-'));
+  let ctx;
+  try {
+    ctx = await chromium.launchPersistentContext(dir, { executablePath: CHROMIUM, headless: true, args: ARGS, viewport });
+  } catch (e) {
+    fs.rmSync(dir, { recursive: true, force: true });
+    throw e;
+  }
+  const page = ctx.pages()[0] || await ctx.newPage();
+  page.on('pageerror', (e) => pageErrors.push(`${label}: ${e.message}`));
+  page.on('console', (m) => { if (m.type() === 'error') log(`  [${label} console] ${m.text()}`); });
+  page.label = label;
+  page.dir = dir;
+  open.add(page);
+  return page;
+}
+
+async function closePage(page) {
+  if (!page || !open.delete(page)) return;
+  await page.context().close().catch(() => {});
+  fs.rmSync(page.dir, { recursive: true, force: true });
+}
+
+/** Waits until fn(arg) is truthy in the page, or throws `what` with the page's stats after `ms`. */
+async function waitFor(page, fn, arg, ms, what) {
+  try {
+    await page.waitForFunction(fn, arg, { timeout: ms, polling: 50 });
+  } catch {
+    const s = await page.evaluate(() => window.castStats || window.captureStats || null).catch(() => null);
+    throw new Error(`${what} (not within ${ms} ms) on ${page.label}; stats: ${JSON.stringify(s)}`);
+  }
+}
+
+const castStats = (page) => page.evaluate(() => ({ ...window.castStats, timeline: undefined }));
+const captureStats = (page) => page.evaluate(() => ({ ...window.captureStats }));
+
+/** Samples the cast canvas: "blank" means (nearly) one flat colour. */
+async function canvasPixels(page) {
+  return page.evaluate(() => {
+    const c = document.getElementById('screen');
+    const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+    let n = 0, sum = 0, sum2 = 0, min = 255, max = 0;
+    for (let i = 0; i < d.length; i += 4 * 37) {
+      const y = 0.299 * d[i] + 0.587 * d[i + 1] + 0.114 * d[i + 2];
+      n++; sum += y; sum2 += y * y;
+      if (y < min) min = y;
+      if (y > max) max = y;
+    }
+    const mean = sum / n;
+    return { width: c.width, height: c.height, mean: Math.round(mean), std: Math.round(Math.sqrt(Math.max(0, sum2 / n - mean * mean))), min: Math.round(min), max: Math.round(max) };
+  });
+}
+
+async function assertPicture(page) {
+  const p = await canvasPixels(page);
+  if (!(p.std > 4 && p.max - p.min > 20)) throw new Error(`cast canvas looks blank: ${JSON.stringify(p)}`);
+  return p;
+}
+
+async function streamsByName() {
+  const r = await fetch(`${BASE}/api/streams`);
+  if (!r.ok) throw new Error(`/api/streams answered ${r.status}`);
+  return new Map((await r.json()).map((s) => [s.name, s]));
+}
+
+async function screenshot(page, file, opts = {}) {
+  await page.screenshot({ path: path.join(OUT, file), ...opts });
+  if (opts.docs && DOCS_SCREENSHOTS) {
+    fs.mkdirSync(DOCS, { recursive: true });
+    fs.copyFileSync(path.join(OUT, file), path.join(DOCS, opts.docs));
+  }
+}
+const docShot = (page, file, docs, extra = {}) => screenshot(page, file, { docs, ...extra });
+
+// ---------------------------------------------------------------------------------------------
+// Steps
+
+/** Opens the capture page with ?autostart=1 and waits until it sends frames. */
+async function goLive(cap, name, extra = '') {
+  await cap.goto(`${BASE}/capture?autostart=1&name=${name}${extra}`);
+  await waitFor(cap, () => window.captureStats.state === 'live' && window.captureStats.framesSent > 0, null, 15_000,
+    'capture page did not go live');
+  const s = await streamsByName();
+  if (!s.has(name)) throw new Error(`${name} is live on the capture page but missing from /api/streams`);
+  return Date.now();
+}
+
+/** The cast page plays: picture not blank, frames shown and (after "unmute") audio chunks played keep rising. */
+async function assertPlaying(cast, { audio = true } = {}) {
+  await waitFor(cast, () => window.castStats.framesShown >= 5, null, 15_000, 'cast page shows no frames');
+  await assertPicture(cast);
+  if (audio) {
+    // Audio starts muted (autoplay policy); a viewer clicks the button.
+    await cast.locator('#unmute').click({ timeout: 10_000 });
+    await waitFor(cast, () => !window.castStats.muted && window.castStats.audioChunksPlayed >= 10, null, 10_000,
+      'cast page plays no audio after "unmute"');
+  }
+  const s1 = await castStats(cast);
+  await waitFor(cast, ([f, a, d, withAudio]) => window.castStats.framesShown >= f + 20 && window.castStats.framesDecoded >= d + 20
+    && (!withAudio || window.castStats.audioChunksPlayed >= a + 25),
+  [s1.framesShown, s1.audioChunksPlayed, s1.framesDecoded, audio], 10_000, 'cast counters stopped rising');
+  return assertPicture(cast);
+}
+
+/** Bytes in at the server over a window, the capture page's own split and sent kbps, the cast's latency. */
+async function measure(name, cap, cast) {
+  const s0 = (await streamsByName()).get(name);
+  const c0 = await captureStats(cap);
+  const t0 = performance.now();
+  const lat = [], kbps = [];
+  while (performance.now() - t0 < MEASURE_MS) {   // a measurement window, not a wait for a condition
+    await sleep(250);
+    const [s, c] = [await castStats(cast), await captureStats(cap)];
+    if (s.latencyMs !== null) lat.push(s.latencyMs);
+    kbps.push(c.kbps);
+  }
+  const secs = (performance.now() - t0) / 1000;
+  const s1 = (await streamsByName()).get(name);
+  const c1 = await captureStats(cap);
+  const cs = await castStats(cast);
+  if (!s0 || !s1) throw new Error(`stream ${name} missing from /api/streams`);
+  const median = (a) => { const b = [...a].sort((x, y) => x - y); return b.length ? b[Math.floor(b.length / 2)] : null; };
+  return {
+    codec: `${c1.codec}+${c1.audioCodec}`,
+    size: `${c1.width}x${c1.height}`,
+    fps: c1.fps,
+    seconds: Math.round(secs * 10) / 10,
+    serverBytesPerSec: Math.round((s1.bytes_in - s0.bytes_in) / secs),
+    videoBytesPerSec: Math.round((c1.videoBytesSent - c0.videoBytesSent) / secs),
+    audioBytesPerSec: Math.round((c1.audioBytesSent - c0.audioBytesSent) / secs),
+    captureKbpsMedian: median(kbps),
+    latencyMedianMs: median(lat),
+    latencyMaxMs: lat.length ? Math.max(...lat) : null,
+    castFps: cs.fps,
+    syncMode: cs.syncMode,
+    transportMs: cs.transportMs,
+    decodeMs: cs.decodeMs,
+    videoBehindAudioMs: cs.avOffsetMs,
+    audioTargetMs: cs.audioTargetMs,
+    framesDropped: cs.framesDropped,
+    framesLate: cs.framesLate,
+    captureFramesDropped: c1.framesDropped,
+  };
+}
+
+const figures = [];
+
+// ---------------------------------------------------------------------------------------------
+// Scenarios
+
+/** Capture with a codec, a cast page in a second browser: it plays; measure bandwidth and latency. */
+async function playScenario(label, query, expect, opts = {}) {
+  const name = `e2e-${label}-${rand()}`;
+  const [cap, cast] = await Promise.all([newPage(`capture ${label}`), newPage(`cast ${label}`)]);
+  try {
+    if (opts.captureInit) await cap.addInitScript(opts.captureInit);
+    await goLive(cap, name, query);
+    const cs = await captureStats(cap);
+    if (!cs.codec.startsWith(expect.video)) throw new Error(`capture uses ${cs.codec}, expected ${expect.video}`);
+    if (cs.audioCodec !== expect.audio) throw new Error(`capture audio is ${cs.audioCodec}, expected ${expect.audio}`);
+    await cast.goto(`${BASE}/cast/${name}${opts.docs ? '?stats=1' : ''}`);
+    const pix = await assertPlaying(cast);
+    const fig = { label, ...(await measure(name, cap, cast)) };
+    figures.push(fig);
+    // A sanity bound, far above the ~300 ms catch-up point: a broken clock or runaway buffer fails here.
+    if (!(fig.latencyMedianMs > 0 && fig.latencyMedianMs < 1000)) throw new Error(`implausible latency: ${JSON.stringify(fig)}`);
+    await screenshot(cast, `cast-${label}.png`);
+    if (opts.docs) {
+      await docShot(cast, 'cast.png', 'cast.png');
+      await docShot(cap, 'capture.png', 'capture.png', { fullPage: true });
+      await homeShots(name);
+    }
+    const s = await castStats(cast);
+    return `${s.videoCodec}+${s.audioCodec} ${pix.width}x${pix.height}: shown ${s.framesShown}, decoded ${s.framesDecoded}, ` +
+      `audio played ${s.audioChunksPlayed}, sync ${s.syncMode}, latency ${s.latencyMs} ms`;
+  } finally {
+    await Promise.all([closePage(cast), closePage(cap)]);
+  }
+}
+
+/** The home page lists the stream, at desktop and at phone width. */
+async function homeShots(name) {
+  for (const [vp, file] of [[DESKTOP, 'home.png'], [PHONE, 'home-phone.png']]) {
+    const home = await newPage(`home ${vp.width}px`, vp);
+    try {
+      await home.goto(`${BASE}/`);
+      await waitFor(home, (n) => [...document.querySelectorAll('.stream-card .name')].some((e) => e.textContent === n), name,
+        10_000, 'home page does not list the live stream');
+      await docShot(home, file, file, vp === PHONE ? { fullPage: true } : {});
+    } finally { await closePage(home); }
+  }
+}
+
+/** A cast page opened 3 s after the broadcast started shows a picture within 1 s. */
+async function lateJoiner() {
+  const name = `e2e-late-${rand()}`;
+  // The viewer's browser starts alongside the broadcast, so "opened" below means navigation.
+  const [cap, cast] = await Promise.all([newPage('capture late'), newPage('cast late')]);
+  try {
+    const liveAt = await goLive(cap, name);
+    await sleep(Math.max(0, 3000 - (Date.now() - liveAt)));   // the scenario itself: arrive 3 s in
+    await cast.goto(`${BASE}/cast/${name}`);
+    await waitFor(cast, () => window.castStats.framesShown >= 1, null, 5000, 'late joiner shows no picture');
+    await assertPicture(cast);
+    const s = await castStats(cast);
+    // firstFrameAt is performance.now() at the first drawn frame: ms since this navigation started.
+    if (s.firstFrameAt > 1000) throw new Error(`first picture ${s.firstFrameAt} ms after opening (> 1000 ms)`);
+    await screenshot(cast, 'cast-late-joiner.png');
+    return `first picture ${s.firstFrameAt} ms after opening the page (joined ${((Date.now() - liveAt) / 1000).toFixed(1)} s into the broadcast)`;
+  } finally {
+    await Promise.all([closePage(cast), closePage(cap)]);
+  }
+}
+
+/** A cast page opened before the broadcast waits, then plays when it starts (no reload). */
+async function castBeforePublisher() {
+  const name = `e2e-early-${rand()}`;
+  const [cap, cast] = await Promise.all([newPage('capture early'), newPage('cast early')]);
+  try {
+    await cast.goto(`${BASE}/cast/${name}`);
+    await waitFor(cast, () => window.castStats.state === 'open' && !window.castStats.live
+      && !document.getElementById('waiting').hidden, null, 10_000, 'cast page is not waiting for the broadcaster');
+    await screenshot(cast, 'cast-waiting.png');
+    await goLive(cap, name);
+    await assertPlaying(cast);
+    const s = await castStats(cast);
+    if (s.reconnects !== 0) throw new Error(`cast page reconnected ${s.reconnects} times instead of staying connected`);
+    return `played when the broadcaster came: shown ${s.framesShown}, audio played ${s.audioChunksPlayed}`;
+  } finally {
+    await Promise.all([closePage(cast), closePage(cap)]);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+
+async function main() {
+  if (!BASE) throw new Error('usage: node e2e.mjs http://127.0.0.1:PORT (run.sh starts the server)');
+  fs.mkdirSync(OUT, { recursive: true });
+  for (const f of fs.readdirSync(OUT)) if (f.endsWith('.png')) fs.rmSync(path.join(OUT, f));   // this run's only
+  const info = await (await fetch(`${BASE}/api/info`)).json();
+  log(`server: ${BASE} (camrelay ${info.version}); browser: ${CHROMIUM}`);
+  const started = performance.now();
+
+  const tests = [
+    ['default codecs (VP8 + Opus) play on a cast page', () => playScenario('vp8', '', { video: 'vp8', audio: 'opus' }, { docs: true })],
+    ['?codec=jpeg plays on a cast page', () => playScenario('jpeg', '&codec=jpeg', { video: 'jpeg', audio: 'opus' })],
+    ['a late joiner (3 s after the start) shows a picture within 1 s', lateJoiner],
+    ['a cast page opened before the broadcast plays when it starts', castBeforePublisher],
+    ['?codec=h264 plays on a cast page', () => playScenario('h264', '&codec=h264', { video: 'avc1', audio: 'opus' })],
+    ['without WebCodecs and MediaStreamTrackProcessor (JPEG on a Worker timer + PCM) it plays', () => playScenario(
+      'fallback', '', { video: 'jpeg', audio: 'pcm-s16' },
+      { captureInit: () => { delete window.VideoEncoder; delete window.AudioEncoder; delete window.MediaStreamTrackProcessor; } })],
+  ];
+  let passed = 0, failed = 0;
+  for (const [title, fn] of tests) {
+    const before = pageErrors.length;
+    const t0 = performance.now();
+    let timer;
+    try {
+      const note = await Promise.race([fn(), new Promise((_, rej) => { timer = setTimeout(() => rej(new Error(`timed out after ${TEST_TIMEOUT_MS} ms`)), TEST_TIMEOUT_MS); })]);
+      if (pageErrors.length > before) throw new Error('uncaught page errors: ' + pageErrors.slice(before).join(' | '));
+      passed++;
+      log(`PASS ${title} (${((performance.now() - t0) / 1000).toFixed(1)} s): ${note}`);
+    } catch (e) {
+      failed++;
+      log(`FAIL ${title} (${((performance.now() - t0) / 1000).toFixed(1)} s): ${e.message}`);
+      for (const p of [...open]) await closePage(p);
+    } finally { clearTimeout(timer); }
+  }
+
+  log('');
+  log(`Bandwidth of the 640x480 fake-camera stream: the server's /api/streams bytes_in over ${MEASURE_MS / 1000} s;`);
+  log('latency: the cast page\'s estimate (capture timestamp to picture on screen), median and max of 4 samples/s.');
+  const kB = (b) => `${(b / 1000).toFixed(1)} kB/s`;
+  for (const f of figures) {
+    log(`  ${f.label.padEnd(9)} ${f.codec.padEnd(22)} ${f.size} @ ${String(f.fps).padStart(4)} fps: ${kB(f.serverBytesPerSec).padStart(11)} ` +
+      `(video ${kB(f.videoBytesPerSec)}, audio ${kB(f.audioBytesPerSec)}; capture page says ${f.captureKbpsMedian} kbps), ` +
+      `latency ${f.latencyMedianMs} ms (max ${f.latencyMaxMs}; to arrival ${f.transportMs} ms)`);
+  }
+  fs.writeFileSync(path.join(OUT, 'figures.json'), JSON.stringify(figures, null, 2) + '\n');
+  log(`browser run: ${((performance.now() - started) / 1000).toFixed(1)} s; screenshots in ${path.relative(ROOT, OUT)}/` +
+    (DOCS_SCREENSHOTS ? ' and docs/screenshots/' : ''));
+  log(`${passed} passed, ${failed} failed`);
+  return failed ? 1 : 0;
+}
+
+main().then((code) => { process.exitCode = code; }, async (e) => {
+  console.error('e2e: ' + (e.stack || e));
+  for (const p of [...open]) await closePage(p);
+  log('0 passed, 1 failed');
+  process.exitCode = 1;
+});
