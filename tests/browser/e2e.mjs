@@ -1,7 +1,10 @@
 // camrelay real-browser end-to-end test: headless Chromium with a fake camera and microphone drives
-// the capture page and cast pages against a running server. run.sh builds and starts the server.
+// the capture page and cast pages against a running server. run.sh builds and starts the server
+// twice: plain HTTP for every scenario, and HTTPS with a self-signed certificate for one more.
 //
-//   node e2e.mjs http://127.0.0.1:PORT        (or CAMRELAY_URL=...)
+//   node e2e.mjs http://127.0.0.1:PORT [https://127.0.0.1:PORT2 CERT.pem]
+//                                             (or CAMRELAY_URL=..., CAMRELAY_TLS_URL=..., CAMRELAY_TLS_CERT=...)
+//                                             without an https URL the HTTPS scenario is skipped (and says so)
 //   CHROMIUM=/path/to/chromium                another browser binary (default /usr/bin/chromium)
 //   MEASURE_MS=5000                           the bandwidth measurement window per codec
 //   DOCS_SCREENSHOTS=1                        also refresh docs/screenshots/*.png (tracked files)
@@ -11,6 +14,7 @@
 // latency per codec, and finally "N passed, M failed"; exits 1 when anything failed.
 import { chromium } from 'playwright-core';
 import fs from 'node:fs';
+import https from 'node:https';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -20,6 +24,8 @@ const ROOT = path.resolve(HERE, '../..');
 const OUT = path.join(HERE, 'output');
 const DOCS = path.join(ROOT, 'docs/screenshots');
 const BASE = (process.argv[2] || process.env.CAMRELAY_URL || '').replace(/\/$/, '');
+const TLS_BASE = (process.argv[3] || process.env.CAMRELAY_TLS_URL || '').replace(/\/$/, '');
+const TLS_CERT = process.argv[4] || process.env.CAMRELAY_TLS_CERT || '';
 const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
 const MEASURE_MS = Number(process.env.MEASURE_MS || 5000);
 const DOCS_SCREENSHOTS = process.env.DOCS_SCREENSHOTS === '1';
@@ -32,6 +38,9 @@ const ARGS = [
   '--disable-background-networking', '--disable-component-update', '--disable-sync',
   '--use-fake-device-for-media-stream', '--use-fake-ui-for-media-stream',
 ];
+// Only for the browsers of the HTTPS scenario: they accept the server's self-signed certificate,
+// as a person does once on the browser's warning page.
+const INSECURE_CERTS = ['--ignore-certificate-errors'];
 const DESKTOP = { width: 1000, height: 640 };
 const PHONE = { width: 390, height: 780 };
 
@@ -45,11 +54,12 @@ const rand = () => Math.random().toString(36).slice(2, 8);
 const pageErrors = [];
 const open = new Set();
 
-async function newPage(label, viewport = DESKTOP) {
+async function newPage(label, viewport = DESKTOP, { insecureCerts = false } = {}) {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'camrelay-chromium-'));
+  const args = insecureCerts ? [...ARGS, ...INSECURE_CERTS] : ARGS;
   let ctx;
   try {
-    ctx = await chromium.launchPersistentContext(dir, { executablePath: CHROMIUM, headless: true, args: ARGS, viewport });
+    ctx = await chromium.launchPersistentContext(dir, { executablePath: CHROMIUM, headless: true, args, viewport });
   } catch (e) {
     fs.rmSync(dir, { recursive: true, force: true });
     throw e;
@@ -59,6 +69,8 @@ async function newPage(label, viewport = DESKTOP) {
   page.on('console', (m) => { if (m.type() === 'error') log(`  [${label} console] ${m.text()}`); });
   page.label = label;
   page.dir = dir;
+  page.sockets = [];   // every WebSocket URL the page opened
+  page.on('websocket', (ws) => page.sockets.push(ws.url()));
   open.add(page);
   return page;
 }
@@ -105,10 +117,34 @@ async function assertPicture(page) {
   return p;
 }
 
-async function streamsByName() {
-  const r = await fetch(`${BASE}/api/streams`);
-  if (!r.ok) throw new Error(`/api/streams answered ${r.status}`);
-  return new Map((await r.json()).map((s) => [s.name, s]));
+/** GET a JSON API. Over https it trusts the server's own self-signed certificate and nothing else
+ *  (Node checks the chain and that the certificate names 127.0.0.1), not "any certificate". */
+async function getJson(url) {
+  if (!url.startsWith('https:')) {
+    const r = await fetch(url);
+    if (!r.ok) throw new Error(`${url} answered ${r.status}`);
+    return r.json();
+  }
+  if (!TLS_CERT) throw new Error(`no certificate given to check ${url} against`);
+  const ca = fs.readFileSync(TLS_CERT);
+  return new Promise((resolve, reject) => {
+    const req = https.get(url, { ca, timeout: 5000 }, (res) => {
+      let body = '';
+      res.setEncoding('utf8');
+      res.on('data', (d) => { body += d; });
+      res.on('end', () => {
+        if (res.statusCode !== 200) return reject(new Error(`${url} answered ${res.statusCode}`));
+        try { resolve(JSON.parse(body)); } catch (e) { reject(new Error(`${url}: ${e.message}`)); }
+      });
+      res.on('error', reject);
+    });
+    req.on('timeout', () => req.destroy(new Error(`${url}: no answer within 5 s`)));
+    req.on('error', reject);
+  });
+}
+
+async function streamsByName(base = BASE) {
+  return new Map((await getJson(`${base}/api/streams`)).map((s) => [s.name, s]));
 }
 
 async function screenshot(page, file, opts = {}) {
@@ -124,11 +160,11 @@ const docShot = (page, file, docs, extra = {}) => screenshot(page, file, { docs,
 // Steps
 
 /** Opens the capture page with ?autostart=1 and waits until it sends frames. */
-async function goLive(cap, name, extra = '') {
-  await cap.goto(`${BASE}/capture?autostart=1&name=${name}${extra}`);
+async function goLive(cap, name, extra = '', base = BASE) {
+  await cap.goto(`${base}/capture?autostart=1&name=${name}${extra}`);
   await waitFor(cap, () => window.captureStats.state === 'live' && window.captureStats.framesSent > 0, null, 15_000,
     'capture page did not go live');
-  const s = await streamsByName();
+  const s = await streamsByName(base);
   if (!s.has(name)) throw new Error(`${name} is live on the capture page but missing from /api/streams`);
   return Date.now();
 }
@@ -151,8 +187,8 @@ async function assertPlaying(cast, { audio = true } = {}) {
 }
 
 /** Bytes in at the server over a window, the capture page's own split and sent kbps, the cast's latency. */
-async function measure(name, cap, cast) {
-  const s0 = (await streamsByName()).get(name);
+async function measure(name, cap, cast, base = BASE) {
+  const s0 = (await streamsByName(base)).get(name);
   const c0 = await captureStats(cap);
   const t0 = performance.now();
   const lat = [], kbps = [];
@@ -163,7 +199,7 @@ async function measure(name, cap, cast) {
     kbps.push(c.kbps);
   }
   const secs = (performance.now() - t0) / 1000;
-  const s1 = (await streamsByName()).get(name);
+  const s1 = (await streamsByName(base)).get(name);
   const c1 = await captureStats(cap);
   const cs = await castStats(cast);
   if (!s0 || !s1) throw new Error(`stream ${name} missing from /api/streams`);
@@ -199,16 +235,19 @@ const figures = [];
 /** Capture with a codec, a cast page in a second browser: it plays; measure bandwidth and latency. */
 async function playScenario(label, query, expect, opts = {}) {
   const name = `e2e-${label}-${rand()}`;
-  const [cap, cast] = await Promise.all([newPage(`capture ${label}`), newPage(`cast ${label}`)]);
+  const base = opts.base || BASE;
+  const browser = { insecureCerts: !!opts.insecureCerts };
+  const [cap, cast] = await Promise.all([newPage(`capture ${label}`, DESKTOP, browser), newPage(`cast ${label}`, DESKTOP, browser)]);
   try {
     if (opts.captureInit) await cap.addInitScript(opts.captureInit);
-    await goLive(cap, name, query);
+    await goLive(cap, name, query, base);
     const cs = await captureStats(cap);
     if (!cs.codec.startsWith(expect.video)) throw new Error(`capture uses ${cs.codec}, expected ${expect.video}`);
     if (cs.audioCodec !== expect.audio) throw new Error(`capture audio is ${cs.audioCodec}, expected ${expect.audio}`);
-    await cast.goto(`${BASE}/cast/${name}${opts.docs ? '?stats=1' : ''}`);
+    await cast.goto(`${base}/cast/${name}${opts.docs ? '?stats=1' : ''}`);
     const pix = await assertPlaying(cast);
-    const fig = { label, ...(await measure(name, cap, cast)) };
+    const secure = opts.tls ? await assertSecure(base, name, cap, cast) : '';
+    const fig = { label, ...(await measure(name, cap, cast, base)) };
     figures.push(fig);
     // A sanity bound, far above the ~300 ms catch-up point: a broken clock or runaway buffer fails here.
     if (!(fig.latencyMedianMs > 0 && fig.latencyMedianMs < 1000)) throw new Error(`implausible latency: ${JSON.stringify(fig)}`);
@@ -220,10 +259,30 @@ async function playScenario(label, query, expect, opts = {}) {
     }
     const s = await castStats(cast);
     return `${s.videoCodec}+${s.audioCodec} ${pix.width}x${pix.height}: shown ${s.framesShown}, decoded ${s.framesDecoded}, ` +
-      `audio played ${s.audioChunksPlayed}, sync ${s.syncMode}, latency ${s.latencyMs} ms`;
+      `audio played ${s.audioChunksPlayed}, sync ${s.syncMode}, latency ${s.latencyMs} ms${secure}`;
   } finally {
     await Promise.all([closePage(cast), closePage(cap)]);
   }
+}
+
+/** Over https: the server says tls, both pages are secure contexts, the share link is https:// on the
+ *  server's public address, and every WebSocket the pages opened is wss:// to the page's own host. */
+async function assertSecure(base, name, cap, cast) {
+  const info = await getJson(`${base}/api/info`);
+  if (info.tls !== true) throw new Error(`/api/info over https says ${JSON.stringify(info)}`);
+  for (const page of [cap, cast]) {
+    const loc = await page.evaluate(() => ({ protocol: location.protocol, secure: window.isSecureContext }));
+    if (loc.protocol !== 'https:' || !loc.secure) throw new Error(`${page.label} is not a secure https page: ${JSON.stringify(loc)}`);
+  }
+  const link = `https://${info.public_address}/cast/${name}`;
+  await waitFor(cap, (l) => document.getElementById('share').value === l, link, 5000, `capture page's share link is not ${link}`);
+  const wss = base.replace(/^https:/, 'wss:');
+  for (const [page, want] of [[cap, `${wss}/ws/publish/${name}`], [cast, `${wss}/ws/watch/${name}`]]) {
+    if (!page.sockets.length || page.sockets.some((u) => u !== want)) {
+      throw new Error(`${page.label} opened WebSockets ${JSON.stringify(page.sockets)}, expected only ${want}`);
+    }
+  }
+  return `; share link ${link}, WebSockets ${cap.sockets[0]} and ${cast.sockets[0]}`;
 }
 
 /** The home page lists the stream, at desktop and at phone width. */
@@ -285,8 +344,8 @@ async function main() {
   if (!BASE) throw new Error('usage: node e2e.mjs http://127.0.0.1:PORT (run.sh starts the server)');
   fs.mkdirSync(OUT, { recursive: true });
   for (const f of fs.readdirSync(OUT)) if (f.endsWith('.png')) fs.rmSync(path.join(OUT, f));   // this run's only
-  const info = await (await fetch(`${BASE}/api/info`)).json();
-  log(`server: ${BASE} (camrelay ${info.version}); browser: ${CHROMIUM}`);
+  const info = await getJson(`${BASE}/api/info`);
+  log(`server: ${BASE} (camrelay ${info.version})${TLS_BASE ? ` and ${TLS_BASE} (self-signed)` : ''}; browser: ${CHROMIUM}`);
   const started = performance.now();
 
   const tests = [
@@ -299,6 +358,12 @@ async function main() {
       'fallback', '', { video: 'jpeg', audio: 'pcm-s16' },
       { captureInit: () => { delete window.VideoEncoder; delete window.AudioEncoder; delete window.MediaStreamTrackProcessor; } })],
   ];
+  if (TLS_BASE) {
+    tests.push(['over https:// with a self-signed certificate (--ignore-certificate-errors), default codecs play via wss://',
+      () => playScenario('https', '', { video: 'vp8', audio: 'opus' }, { base: TLS_BASE, tls: true, insecureCerts: true })]);
+  } else {
+    log('SKIP the https scenario: no https URL given (run.sh starts an https server)');
+  }
   let passed = 0, failed = 0;
   for (const [title, fn] of tests) {
     const before = pageErrors.length;

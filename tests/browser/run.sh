@@ -3,8 +3,9 @@
 # capture and cast pages against the real server. Installs what is missing, idempotently:
 #   - Debian's chromium (apt-get, about 40 s) when /usr/bin/chromium is missing
 #   - playwright-core with `npm ci` here (never a browser download), cache under ~/.cache
-# Then builds the server, starts it on port 0 with a temporary config, runs e2e.mjs against it,
-# and stops it. Screenshots and figures land in tests/browser/output/; with DOCS_SCREENSHOTS=1 the
+# Then builds the server, starts it twice on port 0 with temporary configs (plain HTTP, and HTTPS
+# with a self-signed certificate made in the temporary folder), runs e2e.mjs against both, and
+# stops them. Screenshots and figures land in tests/browser/output/; with DOCS_SCREENSHOTS=1 the
 # pictures in docs/screenshots/ are refreshed too (tracked files, so not on every run).
 # Exit code: e2e.mjs's (0 = every check passed).
 set -euo pipefail
@@ -59,47 +60,68 @@ fi
 [ -x "$CAMRELAY_BIN" ] || die "no server binary at $CAMRELAY_BIN"
 
 TMP="$(mktemp -d "${TMPDIR:-/tmp}/camrelay-browser.XXXXXX")"
-SERVER_PID=""
+SERVER_PIDS=()
 # shellcheck disable=SC2317  # called from the EXIT trap
 cleanup() {
-    if [ -n "$SERVER_PID" ] && kill -0 "$SERVER_PID" 2>/dev/null; then
-        kill -TERM "$SERVER_PID" 2>/dev/null || true
-        # The server closes its sockets and exits within 2 s of SIGTERM; do not leave it behind.
-        for _ in $(seq 50); do kill -0 "$SERVER_PID" 2>/dev/null || break; sleep 0.1; done
-        kill -KILL "$SERVER_PID" 2>/dev/null || true
-        wait "$SERVER_PID" 2>/dev/null || true
-    fi
+    local pid
+    for pid in "${SERVER_PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+    # The server closes its sockets and exits within 2 s of SIGTERM; do not leave one behind.
+    for pid in "${SERVER_PIDS[@]}"; do
+        for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+        kill -KILL "$pid" 2>/dev/null || true
+        wait "$pid" 2>/dev/null || true
+    done
     rm -rf "$TMP"
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-# Every key at its default except where it listens and what it serves.
-cat >"$TMP/server.config" <<EOF
+# Every key at its default except where it listens, what it serves and (second server) TLS.
+# The self-signed certificate is made beside the config, so in $TMP/https/ and gone afterwards.
+mkdir -p "$TMP/http" "$TMP/https" "$OUT"
+write_config() {   # DIR [EXTRA LINE]
+    cat >"$1/server.config" <<EOF
 # camrelay browser test (tests/browser/run.sh)
 address = 127.0.0.1
 port = 0
 public_dir = "$ROOT/public"
 loglevel = info
+${2:-}
 EOF
-mkdir -p "$OUT"
-SERVER_LOG="$OUT/server.log"
-"$CAMRELAY_BIN" --config "$TMP/server.config" >"$SERVER_LOG" 2>&1 &
-SERVER_PID=$!
+}
+write_config "$TMP/http"
+write_config "$TMP/https" "tls_self_signed = true"
 
-# Wait for the startup line (the real port) or the server's death, whichever comes first.
-URL=""
-for _ in $(seq 200); do
-    URL="$(sed -n 's|^listening on \(http://[^ ]*\).*|\1|p' "$SERVER_LOG" | head -n 1)"
-    [ -n "$URL" ] && break
-    kill -0 "$SERVER_PID" 2>/dev/null || { cat "$SERVER_LOG" >&2; die "the server exited before listening"; }
-    sleep 0.1
-done
-[ -n "$URL" ] || { cat "$SERVER_LOG" >&2; die "no 'listening on' line within 20 s"; }
+# Both start at once; each prints its real port on its first line.
+start_server() {   # CONFIG LOG
+    "$CAMRELAY_BIN" --config "$1" >"$2" 2>&1 &
+    SERVER_PIDS+=("$!")
+}
+# Waits for the startup line of the given scheme (the real port) or the server's death.
+wait_url() {   # PID LOG SCHEME
+    local url=""
+    for _ in $(seq 200); do
+        url="$(sed -n "s|^listening on \\($3://[^ ]*\\).*|\\1|p" "$2" | head -n 1)"
+        [ -n "$url" ] && { echo "$url"; return 0; }
+        kill -0 "$1" 2>/dev/null || { cat "$2" >&2; die "the $3 server exited before listening"; }
+        sleep 0.1
+    done
+    cat "$2" >&2
+    die "no 'listening on $3://' line within 20 s"
+}
+SERVER_LOG="$OUT/server.log"
+TLS_LOG="$OUT/server-https.log"
+start_server "$TMP/http/server.config" "$SERVER_LOG"
+start_server "$TMP/https/server.config" "$TLS_LOG"
+URL="$(wait_url "${SERVER_PIDS[0]}" "$SERVER_LOG" http)"
+TLS_URL="$(wait_url "${SERVER_PIDS[1]}" "$TLS_LOG" https)"
+TLS_CERT="$TMP/https/camrelay-self-signed.pem"
+[ -s "$TLS_CERT" ] || { cat "$TLS_LOG" >&2; die "the https server made no certificate at $TLS_CERT"; }
 log "server $CAMRELAY_BIN at $URL (log: $SERVER_LOG)"
+log "server $CAMRELAY_BIN at $TLS_URL, self-signed (log: $TLS_LOG)"
 
 # --- the test ----------------------------------------------------------------------------
 rc=0
-(cd "$HERE" && timeout --kill-after=10 "${BROWSER_TIMEOUT:-240}" node e2e.mjs "$URL") || rc=$?
+(cd "$HERE" && timeout --kill-after=10 "${BROWSER_TIMEOUT:-240}" node e2e.mjs "$URL" "$TLS_URL" "$TLS_CERT") || rc=$?
 [ "$rc" -ne 124 ] || log "e2e.mjs timed out after ${BROWSER_TIMEOUT:-240} s"
 exit "$rc"
