@@ -2,7 +2,8 @@
 
 mod common;
 
-use std::io::Write;
+use std::io::{Read, Write};
+use std::time::Duration;
 
 use common::*;
 
@@ -62,6 +63,10 @@ fn statuses_for_bad_requests() {
     let r = request(server.addr, "POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 3\r\n\r\nabc");
     assert_eq!((r.status, r.header("allow")), (405, Some("GET, HEAD")));
     assert_eq!(request(server.addr, "DELETE /x HTTP/1.1\r\n\r\n").status, 405);
+    let upgrade_by_post = upgrade_request("/ws/watch/cam", "").replacen("GET", "POST", 1);
+    assert_eq!(request(server.addr, &upgrade_by_post).status, 405, "the method is checked before the upgrade");
+    let bad_name = get(server.addr, "/api/publish/bad.name");
+    assert_eq!((bad_name.status, bad_name.json()["status"].as_u64()), (400, Some(400)), "JSON for the pages");
     assert_eq!(get(server.addr, "/missing.html").status, 404);
     assert_eq!(get(server.addr, "/api/nothing").status, 404);
     assert_eq!(request(server.addr, "GET / HTTP/1.1\r\nBad Header\r\n\r\n").status, 400);
@@ -217,4 +222,49 @@ fn pipelined_requests_wait_for_a_slow_reader_and_none_is_lost() {
         assert_eq!((r.status, r.body.len()), (200, big.len()), "response {i}");
         assert!(r.body == big, "response {i} body differs");
     }
+}
+
+#[test]
+fn a_slow_download_is_not_cut_off_by_the_request_or_closing_timers() {
+    // Far more than loopback socket buffers hold, read at ~8 MB/s: the answer is still queued
+    // in the server long after request_timeout_ms and the 2 s closing grace.
+    let server = Server::start_with("request_timeout_ms = 500");
+    let big: Vec<u8> = (0..24_000_000u32).map(|i| (i % 253) as u8).collect();
+    std::fs::write(server.dir.join("public/big.bin"), &big).unwrap();
+    for head in ["GET /big.bin HTTP/1.1\r\nHost: t\r\n\r\n", "GET /big.bin HTTP/1.0\r\n\r\n"] {
+        let mut s = connect(server.addr);
+        s.write_all(head.as_bytes()).unwrap();
+        let mut received = Vec::with_capacity(big.len() + 1024);
+        let mut buf = vec![0u8; 256 * 1024];
+        let started = std::time::Instant::now();
+        loop {
+            let n = s.read(&mut buf).expect("read the download");
+            if n == 0 {
+                break;
+            }
+            received.extend_from_slice(&buf[..n]);
+            // A reader that keeps pace with ~8 MB/s.
+            let due = Duration::from_secs_f64(received.len() as f64 / 8e6);
+            std::thread::sleep(due.saturating_sub(started.elapsed()));
+            if head.contains("1.1") && received.len() >= big.len() {
+                break;
+            }
+        }
+        let body_at = received.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+        assert!(received.starts_with(b"HTTP/1.1 200"), "{head:?}");
+        assert_eq!(received.len() - body_at, big.len(), "{head:?}: the whole file");
+        assert!(received[body_at..] == big[..], "{head:?}: bytes differ");
+    }
+}
+
+#[test]
+fn keep_alive_connections_idle_past_the_request_timeout() {
+    let server = Server::start_with("request_timeout_ms = 300\nidle_timeout_ms = 60000");
+    let mut s = connect(server.addr);
+    s.write_all(b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
+    assert_eq!(read_response(&mut s, false).status, 200);
+    // Idle between requests for longer than a request head may take: still open.
+    std::thread::sleep(Duration::from_millis(700));
+    s.write_all(b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
+    assert_eq!(read_response(&mut s, false).status, 200);
 }

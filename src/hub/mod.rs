@@ -23,6 +23,8 @@ pub const KIND_DELTA: u8 = 3;
 /// requests at most once a second.
 const COUNT_EVENT_INTERVAL: Duration = Duration::from_millis(250);
 const KEYFRAME_EVENT_INTERVAL: Duration = Duration::from_secs(1);
+/// Past this backlog a publisher is sent no events (it uploads; it need not read promptly).
+const EVENT_BACKLOG_LIMIT: usize = 64 * 1024;
 
 /// What the hub needs from the connections it relays to.
 pub trait Clients {
@@ -337,6 +339,10 @@ impl Hub {
     /// Sends due watcher-count and key-frame events to the publisher, within their rates.
     fn send_publisher_events(s: &mut Stream, keyframe: &Rc<Chunk>, now: Instant, clients: &mut impl Clients) {
         let Some(publisher) = s.publisher else { return };
+        // A publisher that does not read its events gets no more: they stay due until it does.
+        if clients.backlog(publisher, now).bytes > EVENT_BACKLOG_LIMIT {
+            return;
+        }
         let due = |last: Option<Instant>, every| last.is_none_or(|t| now.duration_since(t) >= every);
         let count = s.watchers.len();
         if count != s.count_sent && due(s.count_sent_at, COUNT_EVENT_INTERVAL) {

@@ -5,6 +5,7 @@ use std::time::Duration;
 /// A connection's unsent output.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Backlog {
+    /// Unsent bytes plus a small charge per queued message (what the queue costs in memory).
     pub bytes: usize,
     pub oldest_wait: Duration,
 }

@@ -179,3 +179,21 @@ fn watcher_count_events_are_rate_limited() {
     hub.tick(now + Duration::from_millis(260), &mut c);
     assert_eq!(counts(&mut c), vec![r#"{"event":"watchers","count":5}"#]);
 }
+
+#[test]
+fn a_publisher_that_does_not_read_gets_no_events_until_it_does() {
+    let (mut hub, mut c, now) = (Hub::new(POLICY), Fake::default(), Instant::now());
+    hub.add_publisher("s", PUB, now, &mut c);
+    c.take(PUB);
+    c.backlog.insert(PUB, Backlog { bytes: EVENT_BACKLOG_LIMIT + 1, oldest_wait: Duration::ZERO });
+    for w in 10..20 {
+        hub.add_watcher("s", w, now, &mut c);
+        hub.tick(now + Duration::from_secs(w as u64), &mut c);
+    }
+    assert!(c.take(PUB).is_empty(), "nothing piles up for a publisher that is not reading");
+    c.backlog.insert(PUB, Backlog::default());
+    hub.tick(now + Duration::from_secs(60), &mut c);
+    let events = c.take(PUB);
+    assert!(events.contains(&br#"{"event":"watchers","count":10}"#.to_vec()), "{events:?}");
+    assert!(events.contains(&br#"{"event":"keyframe"}"#.to_vec()), "{events:?}");
+}

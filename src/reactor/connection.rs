@@ -53,6 +53,8 @@ pub struct Connection {
     pub out: OutQueue,
     /// The last time bytes arrived (idle pings and timeouts).
     pub last_input: Instant,
+    /// The last time the socket took output: a response still moving is not timed out.
+    pub last_write: Instant,
     /// When the current phase gives up (request timeout, close handshake timeout).
     pub deadline: Option<Instant>,
     /// A close frame was queued: nothing may follow it on the wire.
@@ -67,6 +69,8 @@ pub struct Connection {
     pub peer_closed: bool,
     /// Already on the reactor's flush list this tick.
     pub flush_scheduled: bool,
+    /// The socket said `WouldBlock`: no use flushing before its writable edge.
+    pub write_blocked: bool,
 }
 
 impl Connection {
@@ -78,6 +82,7 @@ impl Connection {
             phase: Phase::Http { input: Vec::new(), skip_body: 0 },
             out: OutQueue::default(),
             last_input: now,
+            last_write: now,
             deadline: Some(request_deadline),
             close_sent: false,
             close_code: None,
@@ -86,6 +91,7 @@ impl Connection {
             write_shut: false,
             peer_closed: false,
             flush_scheduled: false,
+            write_blocked: false,
         }
     }
 
@@ -94,6 +100,14 @@ impl Connection {
         if !self.close_sent {
             self.out.push(chunk.clone(), now);
         }
+    }
+
+    /// Takes a place on the flush list, unless it has one or its socket is full (then the
+    /// writable edge flushes it). `true` when the caller must add it to the list.
+    pub fn claim_flush(&mut self) -> bool {
+        let claim = !self.flush_scheduled && !self.write_blocked;
+        self.flush_scheduled |= claim;
+        claim
     }
 
     pub fn kind(&self) -> &'static str {
@@ -113,6 +127,7 @@ impl Connection {
     pub fn flush(&mut self) -> io::Result<usize> {
         let (state, written) = self.out.flush(&mut self.socket)?;
         let done = matches!(state, Flush::Done) && self.socket.flush_pending()?;
+        self.write_blocked = !done;
         if done && matches!(self.phase, Phase::Closing) && !self.write_shut {
             // `Ok(false)`: a TLS close_notify still waits for the socket; the next writable
             // edge comes back here. An error means the peer is gone, which the close handles.

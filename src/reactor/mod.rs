@@ -66,6 +66,8 @@ pub struct Server {
     scratch: Vec<u8>,
     to_flush: Vec<usize>,
     to_read: Vec<usize>,
+    /// The emptied list of the last pass, swapped in so the lists keep their capacity.
+    spare: Vec<usize>,
     next_sweep: Instant,
     shutdown_deadline: Option<Instant>,
 }
@@ -126,6 +128,7 @@ impl Server {
             scratch: vec![0; READ_CHUNK],
             to_flush: Vec::new(),
             to_read: Vec::new(),
+            spare: Vec::new(),
             next_sweep: Instant::now() + SWEEP_EVERY,
             shutdown_deadline: None,
         })
@@ -168,6 +171,9 @@ impl Server {
                     SIGNALS => self.on_signal(now),
                     Token(token) => {
                         if event.is_writable() {
+                            if let Some(conn) = self.conns.get_mut(token) {
+                                conn.write_blocked = false;
+                            }
                             self.flush(token, now);
                         }
                         if event.is_readable() || event.is_read_closed() || event.is_error() {
@@ -176,9 +182,11 @@ impl Server {
                     }
                 }
             }
-            for token in std::mem::take(&mut self.to_read) {
+            let mut reading = std::mem::replace(&mut self.to_read, std::mem::take(&mut self.spare));
+            for token in reading.drain(..) {
                 self.read(token, now);
             }
+            self.spare = reading;
             if now >= self.next_sweep {
                 self.sweep(now);
                 self.next_sweep = now + SWEEP_EVERY;
@@ -263,6 +271,8 @@ impl Server {
         let tokens: Vec<usize> = self.conns.iter().map(|(t, _)| t).collect();
         for token in tokens {
             if self.conns[token].is_websocket() {
+                // A watcher's backlog would hold the 1001 back past the grace period.
+                self.conns[token].out.discard_unsent();
                 self.start_close(token, 1001, "server shutting down", now);
             } else {
                 self.enter_closing(token, now);
@@ -325,6 +335,11 @@ impl Server {
         let Some(conn) = self.conns.get_mut(token) else { return };
         match &mut conn.phase {
             Phase::Http { input, .. } => {
+                // The first bytes of a new request head start its clock (not every byte: a
+                // client trickling a head is cut off at request_timeout_ms all the same).
+                if input.is_empty() {
+                    conn.deadline = Some(now + Duration::from_millis(self.config.request_timeout_ms));
+                }
                 input.extend_from_slice(bytes);
                 self.process_http(token, now);
             }
@@ -355,7 +370,12 @@ impl Server {
         conn.flush_scheduled = false;
         let before = conn.out.bytes();
         match conn.flush() {
-            Ok(written) => self.metrics.bytes_written += written as u64,
+            Ok(written) => {
+                self.metrics.bytes_written += written as u64;
+                if written > 0 {
+                    conn.last_write = now;
+                }
+            }
             Err(e) => {
                 self.close(token, &format!("write error: {e}"));
                 return;
@@ -368,7 +388,7 @@ impl Server {
         let drained = conn.out.bytes() < before;
         // Publishers are resumed by the hub; everyone else once their own output drained.
         let is_publisher = matches!(conn.phase, Phase::WebSocket { role: Role::Publisher(_), .. });
-        if conn.read_paused && !is_publisher && conn.out.bytes() < limit {
+        if conn.read_paused && !is_publisher && conn.out.cost() < limit {
             conn.read_paused = false;
             self.to_read.push(token);
         }
@@ -390,17 +410,16 @@ impl Server {
     fn flush_scheduled(&mut self, now: Instant) {
         // Flushing may schedule more (a drained watcher resumes a publisher); loop until calm.
         while !self.to_flush.is_empty() {
-            for token in std::mem::take(&mut self.to_flush) {
+            let mut flushing = std::mem::replace(&mut self.to_flush, std::mem::take(&mut self.spare));
+            for token in flushing.drain(..) {
                 self.flush(token, now);
             }
+            self.spare = flushing;
         }
     }
 
     fn schedule_flush(&mut self, token: usize) {
-        if let Some(conn) = self.conns.get_mut(token)
-            && !conn.flush_scheduled
-        {
-            conn.flush_scheduled = true;
+        if self.conns.get_mut(token).is_some_and(Connection::claim_flush) {
             self.to_flush.push(token);
         }
     }
@@ -443,6 +462,20 @@ impl Server {
 
     fn on_deadline(&mut self, token: usize, now: Instant) {
         let Some(conn) = self.conns.get_mut(token) else { return };
+        // A response (or a final flush) still moving is not cut off: the deadline counts from
+        // the last time the socket took bytes.
+        let grace = match conn.phase {
+            Phase::Http { .. } => Some(Duration::from_millis(self.config.request_timeout_ms)),
+            Phase::Closing => Some(CLOSE_GRACE),
+            Phase::WebSocket { .. } => None,
+        };
+        if let Some(grace) = grace
+            && conn.has_output()
+            && now < conn.last_write + grace
+        {
+            conn.deadline = Some(conn.last_write + grace);
+            return;
+        }
         match &conn.phase {
             Phase::Http { input, .. } if input.is_empty() && !conn.has_output() => {
                 self.close(token, "idle keep-alive connection timed out")
@@ -541,8 +574,7 @@ impl Clients for Outbox<'_> {
     fn send(&mut self, token: usize, chunk: &Rc<Chunk>, now: Instant) {
         let Some(conn) = self.conns.get_mut(token) else { return };
         conn.send(chunk, now);
-        if !conn.flush_scheduled {
-            conn.flush_scheduled = true;
+        if conn.claim_flush() {
             self.to_flush.push(token);
         }
     }
@@ -550,7 +582,7 @@ impl Clients for Outbox<'_> {
     fn backlog(&self, token: usize, now: Instant) -> Backlog {
         self.conns
             .get(token)
-            .map_or(Backlog::default(), |c| Backlog { bytes: c.out.bytes(), oldest_wait: c.out.oldest_wait(now) })
+            .map_or(Backlog::default(), |c| Backlog { bytes: c.out.cost(), oldest_wait: c.out.oldest_wait(now) })
     }
 
     fn close(&mut self, token: usize, code: u16, reason: &'static str) {
@@ -566,8 +598,7 @@ impl Clients for Outbox<'_> {
         conn.close_sent = true;
         conn.close_code = Some(code);
         conn.deadline = Some(now + CLOSE_GRACE);
-        if !conn.flush_scheduled {
-            conn.flush_scheduled = true;
+        if conn.claim_flush() {
             self.to_flush.push(token);
         }
     }

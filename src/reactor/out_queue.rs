@@ -12,6 +12,11 @@ use crate::chunk::Chunk;
 /// small messages leaves in a few syscalls, small enough that the slice array is cheap to set
 /// up for the common case of one or two queued frames.
 const MAX_IOVECS: usize = 256;
+/// The common case, one or a few queued frames, sets up only this many slices.
+const FEW_IOVECS: usize = 8;
+/// Memory an entry takes beyond its bytes: the queue slot, the shared chunk's header and the
+/// allocator's minimum block.
+const ENTRY_COST: usize = 64;
 
 struct Entry {
     chunk: Rc<Chunk>,
@@ -43,9 +48,15 @@ impl OutQueue {
         self.entries.push_back(Entry { chunk, queued_at: now });
     }
 
-    /// Unsent bytes.
+    /// Unsent bytes, as they go on the wire.
     pub fn bytes(&self) -> usize {
         self.bytes
+    }
+
+    /// What the queue costs in memory: its bytes plus a charge per entry, so a flood of tiny
+    /// frames (empty pongs, say) is bounded by what it really takes, not by its wire size.
+    pub fn cost(&self) -> usize {
+        self.bytes + self.entries.len() * ENTRY_COST
     }
 
     pub fn is_empty(&self) -> bool {
@@ -72,14 +83,12 @@ impl OutQueue {
     pub fn flush(&mut self, w: &mut impl Write) -> io::Result<(Flush, usize)> {
         let mut written = 0;
         while !self.entries.is_empty() {
-            let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
-            let mut count = 0;
-            for (i, e) in self.entries.iter().take(MAX_IOVECS).enumerate() {
-                let bytes: &[u8] = &e.chunk;
-                slices[i] = IoSlice::new(if i == 0 { &bytes[self.head_offset..] } else { bytes });
-                count += 1;
-            }
-            let n = match w.write_vectored(&slices[..count]) {
+            let result = if self.entries.len() <= FEW_IOVECS {
+                self.write_some::<FEW_IOVECS>(w)
+            } else {
+                self.write_some::<MAX_IOVECS>(w)
+            };
+            let n = match result {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok((Flush::Blocked, written)),
@@ -90,6 +99,18 @@ impl OutQueue {
             self.consume(n);
         }
         Ok((Flush::Done, written))
+    }
+
+    /// One vectored write of up to `N` queued chunks.
+    fn write_some<const N: usize>(&self, w: &mut impl Write) -> io::Result<usize> {
+        let mut slices = [IoSlice::new(&[]); N];
+        let mut count = 0;
+        for (i, e) in self.entries.iter().take(N).enumerate() {
+            let bytes: &[u8] = &e.chunk;
+            slices[i] = IoSlice::new(if i == 0 { &bytes[self.head_offset..] } else { bytes });
+            count += 1;
+        }
+        w.write_vectored(&slices[..count])
     }
 
     fn consume(&mut self, mut n: usize) {

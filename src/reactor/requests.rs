@@ -30,7 +30,7 @@ impl Server {
                 return;
             }
             // Pipelined requests wait while the client is not reading the answers.
-            if conn.out.bytes() > limit {
+            if conn.out.cost() > limit {
                 conn.read_paused = true;
                 return;
             }
@@ -43,7 +43,11 @@ impl Server {
                 }
                 Ok(Some((consumed, req))) => {
                     input.drain(..consumed);
-                    conn.deadline = Some(now + Duration::from_millis(self.config.request_timeout_ms));
+                    // Between requests a keep-alive connection may idle; a pipelined head
+                    // already under way must finish in time.
+                    let wait =
+                        if input.is_empty() { self.config.idle_timeout_ms } else { self.config.request_timeout_ms };
+                    conn.deadline = Some(now + Duration::from_millis(wait));
                     if !self.handle_request(token, req, now) {
                         return;
                     }
@@ -57,18 +61,20 @@ impl Server {
         let route = router::route(req.path(), self.config.echo_endpoint);
         let conn = &self.conns[token];
         log::debug!("{}: {} {}", conn.peer, req.method, req.target);
-        if conn.redirect_only && !(route.is_websocket() && conn.peer.ip().is_loopback()) {
-            return self.redirect_to_https(token, &req, route, now);
-        }
-        if route.is_websocket() {
-            return self.upgrade(token, &req, route, now);
-        }
         let head_only = req.method == "HEAD";
         if req.method != "GET" && !head_only {
             // Bodies of other methods are never read: answer and close.
             let response = Response::error(405).header("Allow", "GET, HEAD");
             self.respond_and_close(token, response, now);
             return false;
+        }
+        // `::ffff:127.0.0.1` on a dual-stack socket is loopback too.
+        let from_loopback = conn.peer.ip().to_canonical().is_loopback();
+        if conn.redirect_only && !(route.is_websocket() && from_loopback) {
+            return self.redirect_to_https(token, &req, route, now);
+        }
+        if route.is_websocket() {
+            return self.upgrade(token, &req, route, now);
         }
         match req.body_length() {
             Err(_) => {
@@ -126,6 +132,11 @@ impl Server {
                 let status = self.publish_refusal(req, name).unwrap_or(200);
                 let text = if status == 200 { "ok" } else { crate::http::response::reason(status) };
                 Response::new(status, "application/json", format!(r#"{{"status":{status},"message":"{text}"}}"#).into())
+                    .header("Cache-Control", "no-store")
+            }
+            // The pages read /api/publish answers as JSON, refusals included.
+            Route::BadName if req.path().starts_with("/api/publish/") => {
+                Response::new(400, "application/json", br#"{"status":400,"message":"Bad Request"}"#.to_vec())
                     .header("Cache-Control", "no-store")
             }
             Route::BadName => Response::error(400),

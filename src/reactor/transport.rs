@@ -82,18 +82,29 @@ impl TlsSocket {
         Ok(true)
     }
 
+    /// Fills `buf` with as much plaintext as the socket has (many TLS records per call, so TLS
+    /// input costs about as many reactor reads as plain input).
     fn read_plaintext(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let mut filled = 0;
         loop {
-            match self.session.reader().read(buf) {
-                Ok(n) => return Ok(n),
+            match self.session.reader().read(&mut buf[filled..]) {
+                // close_notify: the end of input, once what came before it is delivered.
+                Ok(0) => return Ok(filled),
+                Ok(n) => {
+                    filled += n;
+                    if filled == buf.len() {
+                        return Ok(filled);
+                    }
+                }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                 // TCP ended without close_notify: for us that is an ordinary end of input.
-                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(0),
+                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(filled),
                 Err(e) => return Err(e),
             }
             match self.session.read_tls(&mut self.socket) {
-                Ok(0) => return Ok(0),
+                Ok(0) => return Ok(filled),
                 Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock && filled > 0 => return Ok(filled),
                 Err(e) => return Err(e),
             }
             if let Err(e) = self.session.process_new_packets() {

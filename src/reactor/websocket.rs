@@ -34,7 +34,7 @@ impl Server {
         match message {
             Incoming::Ping(payload) => {
                 // A peer that pings without reading the pongs gets no more of them.
-                if conn.out.bytes() <= limit {
+                if conn.out.cost() <= limit {
                     conn.send(&frame::encode(OP_PONG, &payload), now);
                     self.schedule_flush(token);
                 }
@@ -59,7 +59,7 @@ impl Server {
             Incoming::Data { opcode, buf } => match role {
                 Role::Echo => {
                     conn.send(&frame::encode_in_place(opcode, buf), now);
-                    if conn.out.bytes() > limit {
+                    if conn.out.cost() > limit {
                         conn.read_paused = true;
                     }
                     self.schedule_flush(token);

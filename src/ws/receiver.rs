@@ -118,10 +118,11 @@ impl Receiver {
                     let (bytes, rest) = input.split_at(take);
                     *input = rest;
                     let start_pos = *mask_pos;
+                    let frame_left = *remaining;
                     *remaining -= take as u64;
                     *mask_pos = (*mask_pos + take) % 4;
                     let done = *remaining == 0;
-                    self.append_payload(&frame, bytes, start_pos)?;
+                    self.append_payload(&frame, bytes, start_pos, frame_left)?;
                     if !done {
                         return Ok(None);
                     }
@@ -218,7 +219,8 @@ impl Receiver {
         Ok(())
     }
 
-    fn append_payload(&mut self, f: &FrameHead, bytes: &[u8], mask_pos: usize) -> Result<(), WsError> {
+    /// Adds payload bytes that arrived; `frame_left` counts them and the rest of the frame.
+    fn append_payload(&mut self, f: &FrameHead, bytes: &[u8], mask_pos: usize, frame_left: u64) -> Result<(), WsError> {
         let is_control = f.opcode >= OP_CLOSE;
         let Some(m) = (if is_control { None } else { self.message.as_mut() }) else {
             let from = self.control.len();
@@ -227,6 +229,12 @@ impl Receiver {
             return Ok(());
         };
         let from = m.buf.len();
+        if m.buf.capacity() - from < bytes.len() {
+            // Grow geometrically (at most doubling what actually arrived) but never past the
+            // frame's end: a relayed message keeps no slack in every queue that holds it.
+            let grow = (frame_left as usize).min(bytes.len().max(from));
+            m.buf.reserve_exact(grow);
+        }
         m.buf.extend_from_slice(bytes);
         unmask(&mut m.buf[from..], f.mask, mask_pos);
         if m.opcode == OP_TEXT {
@@ -455,6 +463,23 @@ mod tests {
         bytes.extend(client_frame(0x80, &[0; 41]));
         assert_eq!(decode_all(100, &bytes), Err(WsError::MessageTooBig));
         assert_eq!(decode_all(100, &client_frame(0x82, &[0; 100])).map(|v| v.len()), Ok(1));
+    }
+
+    #[test]
+    fn a_message_keeps_no_slack_past_its_frame() {
+        for len in [100_000usize, 1_000_000] {
+            let bytes = client_frame(0x82, &vec![7u8; len]);
+            let mut r = Receiver::new(1 << 24);
+            let mut got = None;
+            for piece in bytes.chunks(64 * 1024) {
+                let mut input = piece;
+                if let Some(m) = r.next(&mut input).unwrap() {
+                    got = Some(m);
+                }
+            }
+            let Some(Incoming::Data { buf, .. }) = got else { panic!("no message") };
+            assert_eq!((buf.len(), buf.capacity()), (MAX_HEADER + len, MAX_HEADER + len));
+        }
     }
 
     #[test]
