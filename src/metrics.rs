@@ -73,6 +73,12 @@ impl Metrics {
             "Watchers closed with 1008 for staying too slow.",
             &plain(hub.watchers_closed_slow),
         );
+        metric(
+            "relay_publisher_pauses_total",
+            "counter",
+            "Times a publisher was not read because every watcher of its stream was behind.",
+            &plain(hub.publisher_pauses),
+        );
         let codes: Vec<(String, u64)> =
             self.ws_closes.iter().map(|(code, n)| (format!("{{code=\"{code}\"}}"), *n)).collect();
         metric("relay_websocket_closes_total", "counter", "WebSocket connections ended, by close code.", &codes);

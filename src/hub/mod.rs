@@ -46,6 +46,8 @@ pub struct Stats {
     pub bytes_out: u64,
     pub messages_dropped: u64,
     pub watchers_closed_slow: u64,
+    /// Times a publisher stopped being read because every watcher was behind.
+    pub publisher_pauses: u64,
 }
 
 struct Watcher {
@@ -254,7 +256,7 @@ impl Hub {
         self.stats.messages_in += 1;
         self.stats.bytes_in += payload_len as u64;
         s.cache(kind, &chunk, self.policy.queue_bytes);
-        let mut all_over = !s.watchers.is_empty();
+        let mut all_behind = !s.watchers.is_empty();
         for w in &mut s.watchers {
             let backlog = clients.backlog(w.token, now);
             let over = self.policy.is_over(backlog);
@@ -285,11 +287,12 @@ impl Hub {
             } else {
                 w.over_since = None;
             }
-            all_over &= over;
+            all_behind &= self.policy.is_behind(backlog);
         }
         Self::send_publisher_events(s, &self.keyframe, now, clients);
-        if all_over && !s.publisher_paused {
-            log::info!("stream {name}: every watcher is behind, pausing the publisher");
+        if all_behind && !s.publisher_paused {
+            log::debug!("stream {name}: every watcher is behind, pausing the publisher");
+            self.stats.publisher_pauses += 1;
             s.publisher_paused = true;
         }
         !s.publisher_paused
@@ -327,7 +330,8 @@ impl Hub {
         if !s.publisher_paused {
             return;
         }
-        let any_ok = s.watchers.is_empty() || s.watchers.iter().any(|w| !policy.is_over(clients.backlog(w.token, now)));
+        let any_ok =
+            s.watchers.is_empty() || s.watchers.iter().any(|w| !policy.is_behind(clients.backlog(w.token, now)));
         if any_ok {
             s.publisher_paused = false;
             if let Some(p) = s.publisher {

@@ -24,4 +24,11 @@ impl Policy {
     pub fn is_over(&self, b: Backlog) -> bool {
         b.bytes > self.queue_bytes || b.oldest_wait > self.max_lag
     }
+
+    /// Behind by an eighth of the bound: nothing is skipped yet, but when every watcher of a
+    /// stream is this far behind, reading its publisher faster would only deepen every queue
+    /// (and the latency): the publisher waits, and TCP pushes back on it instead.
+    pub fn is_behind(&self, b: Backlog) -> bool {
+        b.bytes > self.queue_bytes / 8 || b.oldest_wait > self.max_lag / 8
+    }
 }

@@ -160,6 +160,16 @@ fn publisher_pauses_only_when_every_watcher_is_behind() {
     hub.watcher_drained("s", now, &mut c);
     assert_eq!(c.resumed, vec![PUB]);
     assert!(publish(&mut hub, &mut c, 4, 3, now));
+    // Behind by an eighth of the bound is enough to pause, long before anything is skipped;
+    // resuming needs one watcher back under it.
+    let slightly = Backlog { bytes: POLICY.queue_bytes / 8 + 1, oldest_wait: Duration::ZERO };
+    c.backlog.insert(10, slightly);
+    c.backlog.insert(11, slightly);
+    assert!(!publish(&mut hub, &mut c, 4, 4, now));
+    assert_eq!(c.take(10).last(), Some(&vec![4, 4]), "nothing skipped");
+    c.backlog.insert(11, Backlog { bytes: POLICY.queue_bytes / 8, oldest_wait: Duration::ZERO });
+    hub.watcher_drained("s", now, &mut c);
+    assert_eq!(c.resumed, vec![PUB, PUB]);
 }
 
 #[test]
