@@ -6,4 +6,4 @@ pub mod handshake;
 pub mod receiver;
 
 #[cfg(test)]
-mod props;
+pub(crate) mod props;

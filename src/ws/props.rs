@@ -27,7 +27,8 @@ fn message() -> impl Strategy<Value = Message> {
     )
 }
 
-fn masked(first: u8, payload: &[u8], mask: [u8; 4]) -> Vec<u8> {
+/// A masked client frame, as a browser would send it (shared with the receiver's unit tests).
+pub(super) fn masked(first: u8, payload: &[u8], mask: [u8; 4]) -> Vec<u8> {
     let mut out = vec![first];
     match payload.len() {
         n if n < 126 => out.push(0x80 | n as u8),
