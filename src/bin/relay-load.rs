@@ -8,19 +8,32 @@ use std::collections::{BTreeMap, VecDeque};
 use std::ffi::OsString;
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use camrelay::ws::frame::{OP_BINARY, OP_CLOSE, OP_CONTINUATION, OP_PING, OP_PONG, OP_TEXT};
 use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token};
+use rustls::ClientConnection;
+
+#[path = "relay-load/soak.rs"]
+mod soak;
+#[path = "relay-load/tls.rs"]
+mod tls;
 
 const HELP: &str = "\
 relay-load: WebSocket relay load generator (publishers and watchers in one mio loop)
 
 USAGE: relay-load --url ws://127.0.0.1:PORT [options]
+       relay-load --url ws://127.0.0.1:PORT --soak [--duration SECS] [soak options]
 
-  --url URL          server base; /ws/publish/loadI and /ws/watch/loadI are appended
+  --url URL          server base (ws:// or wss://); /ws/publish/loadI and /ws/watch/loadI are
+                     appended
+  --ca PATH          for wss://: PEM certificate(s) to trust (e.g. the server's
+                     camrelay-self-signed.pem); the URL's host must be in the certificate
+  --insecure         for wss://: accept any certificate (loopback benchmarks only)
   --streams K        streams, one publisher each (default 1)
   --watchers N       watchers in total, spread evenly over the streams (default 1)
   --size S           message payload bytes, at least 17 (default 1024)
@@ -32,6 +45,20 @@ USAGE: relay-load --url ws://127.0.0.1:PORT [options]
   --label TEXT       copied into the JSON line
   --json-only        print only the JSON line
   -h, --help         this text
+
+Soak mode (issue 5), --soak: one publisher on stream load0 (--rate 30 --size 51200 unless given)
+sends key frames (kind 2) every 30 messages and deltas (kind 3) otherwise, so the server's cache
+and slow-watcher rules apply; --watchers (default 200 here) watch it for --duration seconds.
+A --churn fraction of them (default 0.25) join, leave and stall at random: watch 2-20 s, then
+leave or stall (stop reading) for 2-20 s, then resume or leave, and rejoin 0.5-5 s after leaving.
+A watcher session that never stalled is well-behaved: every live message after its first one
+must arrive (sequence gaps and, at the end, the missing tail are its loss; must be 0). Sessions
+that stalled count their gaps as skips and the server's closes (1008) separately. Every
+--report-every seconds (default 10) a line on stderr: elapsed, server RSS (--server-pid), server
+connections (GET /metrics on the same host:port, plain HTTP, minus the scrape), messages
+delivered, well-behaved loss. At the end a JSON line on stdout and a table on stderr, with the
+server's RSS min/max after --warmup (default 10 here) and its connection count after we closed
+every connection. --seed N makes the churn repeatable. Exit status 0 even with loss.
 
 Payload: byte 0 = 0x05, bytes 1..9 = send time (us since start, u64 BE), bytes 9..17 = sequence
 number per stream (u64 BE). All watchers finish their handshake before publishers start.
@@ -50,6 +77,9 @@ Every connection is a file descriptor and this program cannot raise its limit: r
 
 /// Byte 0 of every payload: a kind the relay forwards but never caches.
 const KIND_LOAD: u8 = 0x05;
+/// Soak mode's kinds: a video key frame (cached, starts a group) and a delta frame.
+const KIND_KEY: u8 = 0x02;
+const KIND_DELTA: u8 = 0x03;
 /// Kind, send time and sequence number: all a watcher reads of a payload.
 const HEAD_LEN: usize = 17;
 /// Clients must mask (RFC 6455 §5.3); a fixed key lets the publisher build its frames once.
@@ -102,6 +132,21 @@ fn main() -> ExitCode {
         return ExitCode::from(1);
     }
     let json_only = args.json_only;
+    if args.soak.is_some() {
+        return match soak::run(args) {
+            Ok(report) => {
+                println!("{}", report.json());
+                if !json_only {
+                    eprint!("{}", report.table());
+                }
+                ExitCode::SUCCESS
+            }
+            Err(message) => {
+                eprintln!("relay-load: {message}");
+                ExitCode::from(1)
+            }
+        };
+    }
     let report = match Run::new(args).and_then(Run::execute) {
         Ok(report) => report,
         Err(message) => {
@@ -137,6 +182,21 @@ struct Args {
     server_pid: Option<u32>,
     label: String,
     json_only: bool,
+    /// `wss://`: the client configuration and the name to verify.
+    tls: Option<TlsTarget>,
+    soak: Option<soak::SoakArgs>,
+}
+
+#[derive(Clone)]
+struct TlsTarget {
+    config: Arc<rustls::ClientConfig>,
+    name: rustls::pki_types::ServerName<'static>,
+}
+
+impl std::fmt::Debug for TlsTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "TlsTarget({:?})", self.name)
+    }
 }
 
 #[derive(Debug)]
@@ -149,19 +209,27 @@ fn parse_args(args: impl IntoIterator<Item = OsString>) -> Result<Cli, String> {
     use lexopt::prelude::*;
     let mut p = lexopt::Parser::from_args(args);
     let mut url = None;
-    let (mut streams, mut watchers, mut size, mut rate) = (1usize, 1usize, 1024usize, 30f64);
-    let (mut duration, mut warmup) = (10f64, 1f64);
+    let (mut streams, mut watchers, mut size, mut rate) = (None::<usize>, None::<usize>, None::<usize>, None::<f64>);
+    let (mut duration, mut warmup) = (10f64, None::<f64>);
+    let (mut ca, mut insecure) = (None::<PathBuf>, false);
+    let (mut soak_mode, mut churn, mut report_every, mut seed) = (false, 0.25f64, 10f64, None);
     let (mut idle, mut json_only, mut server_pid, mut label) = (false, false, None, String::new());
     let e = |e: lexopt::Error| e.to_string();
     while let Some(arg) = p.next().map_err(e)? {
         match arg {
             Long("url") => url = Some(p.value().and_then(|v| v.string()).map_err(e)?),
-            Long("streams") => streams = p.value().and_then(|v| v.parse()).map_err(e)?,
-            Long("watchers") => watchers = p.value().and_then(|v| v.parse()).map_err(e)?,
-            Long("size") => size = p.value().and_then(|v| v.parse()).map_err(e)?,
-            Long("rate") => rate = p.value().and_then(|v| v.parse()).map_err(e)?,
+            Long("streams") => streams = Some(p.value().and_then(|v| v.parse()).map_err(e)?),
+            Long("watchers") => watchers = Some(p.value().and_then(|v| v.parse()).map_err(e)?),
+            Long("size") => size = Some(p.value().and_then(|v| v.parse()).map_err(e)?),
+            Long("rate") => rate = Some(p.value().and_then(|v| v.parse()).map_err(e)?),
             Long("duration") => duration = p.value().and_then(|v| v.parse()).map_err(e)?,
-            Long("warmup") => warmup = p.value().and_then(|v| v.parse()).map_err(e)?,
+            Long("warmup") => warmup = Some(p.value().and_then(|v| v.parse()).map_err(e)?),
+            Long("ca") => ca = Some(p.value().map_err(e)?.into()),
+            Long("insecure") => insecure = true,
+            Long("soak") => soak_mode = true,
+            Long("churn") => churn = p.value().and_then(|v| v.parse()).map_err(e)?,
+            Long("report-every") => report_every = p.value().and_then(|v| v.parse()).map_err(e)?,
+            Long("seed") => seed = Some(p.value().and_then(|v| v.parse()).map_err(e)?),
             Long("idle") => idle = true,
             Long("server-pid") => server_pid = Some(p.value().and_then(|v| v.parse()).map_err(e)?),
             Long("label") => label = p.value().and_then(|v| v.string()).map_err(e)?,
@@ -171,7 +239,32 @@ fn parse_args(args: impl IntoIterator<Item = OsString>) -> Result<Cli, String> {
         }
     }
     let url = url.ok_or("--url is required (e.g. --url ws://127.0.0.1:8888)")?;
-    let (authority, prefix) = parse_url(&url)?;
+    let (secure, authority, prefix) = parse_url(&url)?;
+    // Soak mode has its own defaults: the issue's 30 × 50 KB to 200 watchers, 10 s of warm-up.
+    let streams = streams.unwrap_or(1);
+    let watchers = watchers.unwrap_or(if soak_mode { 200 } else { 1 });
+    let size = size.unwrap_or(if soak_mode { 50 * 1024 } else { 1024 });
+    let rate = rate.unwrap_or(30.0);
+    let warmup = warmup.unwrap_or(if soak_mode { 10.0 } else { 1.0 });
+    if soak_mode && (streams != 1 || idle || rate <= 0.0) {
+        return Err("--soak runs one stream at a paced rate (no --streams, --idle or --rate 0)".into());
+    }
+    if !(churn.is_finite() && (0.0..=1.0).contains(&churn)) {
+        return Err("--churn must be a fraction between 0 and 1".into());
+    }
+    if !(report_every.is_finite() && report_every > 0.0) {
+        return Err("--report-every must be a positive number of seconds".into());
+    }
+    if (ca.is_some() || insecure) && !secure {
+        return Err("--ca and --insecure are for wss:// URLs".into());
+    }
+    let tls = if secure {
+        let config = tls::client_config(ca.as_deref(), insecure)?;
+        Some(TlsTarget { config, name: tls::server_name(&authority)? })
+    } else {
+        None
+    };
+    let soak = soak_mode.then_some(soak::SoakArgs { churn, report_every, seed });
     if streams == 0 {
         return Err("--streams must be at least 1".into());
     }
@@ -207,13 +300,19 @@ fn parse_args(args: impl IntoIterator<Item = OsString>) -> Result<Cli, String> {
         server_pid,
         label,
         json_only,
+        tls,
+        soak,
     };
     Ok(Cli::Run(Box::new(args)))
 }
 
-/// Splits `ws://host[:port][/prefix]` into `host:port` and the prefix.
-fn parse_url(url: &str) -> Result<(String, String), String> {
-    let rest = url.strip_prefix("ws://").ok_or_else(|| format!("{url}: only ws:// URLs are supported"))?;
+/// Splits `ws[s]://host[:port][/prefix]` into whether it is `wss`, `host:port` and the prefix.
+fn parse_url(url: &str) -> Result<(bool, String, String), String> {
+    let (secure, rest) = match (url.strip_prefix("ws://"), url.strip_prefix("wss://")) {
+        (Some(rest), _) => (false, rest),
+        (_, Some(rest)) => (true, rest),
+        _ => return Err(format!("{url}: only ws:// and wss:// URLs are supported")),
+    };
     let (authority, path) = rest.find('/').map_or((rest, ""), |i| rest.split_at(i));
     if authority.is_empty() {
         return Err(format!("{url}: no host"));
@@ -222,8 +321,9 @@ fn parse_url(url: &str) -> Result<(String, String), String> {
         Some(i) => !authority[i..].contains(']'),
         None => false,
     };
-    let authority = if has_port { authority.to_owned() } else { format!("{authority}:80") };
-    Ok((authority, path.trim_end_matches('/').to_owned()))
+    let default_port = if secure { 443 } else { 80 };
+    let authority = if has_port { authority.to_owned() } else { format!("{authority}:{default_port}") };
+    Ok((secure, authority, path.trim_end_matches('/').to_owned()))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -528,6 +628,9 @@ struct Publisher {
     next_seq: u64,
     /// When its first message is due (publishers are staggered over one interval).
     start: Instant,
+    /// Soak mode: every this many messages a key frame (kind 2), deltas (kind 3) between;
+    /// 0 = every message is `KIND_LOAD`.
+    keyframe_every: u64,
 }
 
 impl Publisher {
@@ -547,6 +650,7 @@ impl Publisher {
             len: 0,
             next_seq: 0,
             start: Instant::now(),
+            keyframe_every: 0,
         }
     }
 
@@ -579,6 +683,10 @@ impl Publisher {
             // Payload byte i is masked with MASK[i % 4]; these are payload bytes 1..17.
             for (j, b) in plain.iter().enumerate() {
                 self.batch[at + j] = b ^ MASK[(1 + j) % 4];
+            }
+            if self.keyframe_every > 0 {
+                let kind = if self.next_seq.is_multiple_of(self.keyframe_every) { KIND_KEY } else { KIND_DELTA };
+                self.batch[at - 1] = kind ^ MASK[0];
             }
             self.next_seq += 1;
         }
@@ -616,6 +724,13 @@ struct Acct {
     next_seq: u64,
     /// Messages of the measured range skipped over (sequence gaps).
     gaps: u64,
+    /// Soak mode, per session: when the handshake completed (µs), the publisher's next sequence
+    /// number then, the first message sent after it (gaps count only from there), and how many
+    /// messages arrived.
+    opened_us: u64,
+    join_seq: u64,
+    first_live: Option<u64>,
+    messages: u64,
 }
 
 struct Conn {
@@ -637,6 +752,11 @@ struct Conn {
     ctrl_out: Vec<u8>,
     close_code: Option<Option<u16>>,
     acct: Acct,
+    /// `wss://`: the TLS session between the socket and the WebSocket bytes.
+    tls: Option<Box<ClientConnection>>,
+    /// Soak mode: not reading (a stalled viewer); it stalled at least once this session.
+    stalled: bool,
+    stalled_ever: bool,
 }
 
 impl Conn {
@@ -657,6 +777,9 @@ impl Conn {
             ctrl_out: Vec::new(),
             close_code: None,
             acct: Acct::default(),
+            tls: None,
+            stalled: false,
+            stalled_ever: false,
         }
     }
 }
@@ -718,6 +841,8 @@ struct Meter {
     delivered_bytes: u64,
     /// When the last load message arrived (µs since start).
     last_any_us: u64,
+    /// Soak mode: per-session accounting (`record_soak`) instead of the measured range.
+    soak: bool,
 }
 
 impl Meter {
@@ -733,12 +858,16 @@ impl Meter {
             delivered: 0,
             delivered_bytes: 0,
             last_any_us: 0,
+            soak: false,
         }
     }
 
     fn record(&mut self, stream: usize, acct: &mut Acct, head: &[u8], len: u64, at: Arrival) {
         let sent_us = u64::from_be_bytes(head[1..9].try_into().expect("8 bytes"));
         let seq = u64::from_be_bytes(head[9..17].try_into().expect("8 bytes"));
+        if self.soak {
+            return self.record_soak(acct, sent_us, seq, len, at);
+        }
         let (m0, m1) = (self.m0[stream], self.m1[stream]);
         if seq < acct.next_seq {
             self.out_of_order += 1;
@@ -757,6 +886,25 @@ impl Meter {
             self.hist.record(at.arrived_us.saturating_sub(sent_us));
             self.hist_read.record(at.read_us.saturating_sub(sent_us));
         }
+    }
+
+    /// Soak mode: a session first gets the cached group (older messages), then live ones; gaps
+    /// count from the first message sent after it joined.
+    fn record_soak(&mut self, acct: &mut Acct, sent_us: u64, seq: u64, len: u64, at: Arrival) {
+        if acct.messages > 0 && seq < acct.next_seq {
+            self.out_of_order += 1;
+            return;
+        }
+        self.last_any_us = at.read_us;
+        self.delivered += 1;
+        self.delivered_bytes += len;
+        match acct.first_live {
+            Some(_) => acct.gaps += seq - acct.next_seq,
+            None if sent_us >= acct.opened_us => acct.first_live = Some(seq),
+            None => {}
+        }
+        acct.next_seq = seq + 1;
+        acct.messages += 1;
     }
 
     /// Measured messages a watcher never got: gaps plus the tail after its last message.
@@ -781,7 +929,7 @@ fn ingest(c: &mut Conn, input: Input, at: Arrival, meter: &mut Meter) -> Result<
     let (watcher, stream) = (*role == Role::Watcher, *stream);
     let on = |event: Event| match event {
         Event::Message { opcode: OP_BINARY, head, len }
-            if watcher && head.len() == HEAD_LEN && head[0] == KIND_LOAD =>
+            if watcher && head.len() == HEAD_LEN && matches!(head[0], KIND_LOAD | KIND_KEY | KIND_DELTA) =>
         {
             meter.record(stream, acct, head, len, at)
         }
@@ -801,10 +949,27 @@ fn ingest(c: &mut Conn, input: Input, at: Arrival, meter: &mut Meter) -> Result<
     }
 }
 
-/// Writes as much of `out` as the socket takes; `Ok(false)` when it would block.
-fn write_some(sock: &mut TcpStream, out: &mut Vec<u8>) -> io::Result<bool> {
+/// A non-blocking write of WebSocket bytes: straight to the socket, or through TLS.
+fn send(sock: &mut TcpStream, tls: &mut Option<Box<ClientConnection>>, data: &[u8]) -> io::Result<usize> {
+    match tls {
+        None => sock.write(data),
+        Some(tls) => tls::send(sock, tls, data),
+    }
+}
+
+/// A non-blocking read of WebSocket bytes: straight from the socket, or through TLS.
+fn recv(sock: &mut TcpStream, tls: &mut Option<Box<ClientConnection>>, buf: &mut [u8]) -> io::Result<usize> {
+    match tls {
+        None => sock.read(buf),
+        Some(tls) => tls::recv(sock, tls, buf),
+    }
+}
+
+/// Writes as much of `out` as the socket takes, then any TLS records still pending; `Ok(false)`
+/// when it would block.
+fn write_some(sock: &mut TcpStream, tls: &mut Option<Box<ClientConnection>>, out: &mut Vec<u8>) -> io::Result<bool> {
     while !out.is_empty() {
-        match sock.write(out) {
+        match send(sock, tls, out) {
             Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
             Ok(n) => {
                 out.drain(..n);
@@ -814,7 +979,47 @@ fn write_some(sock: &mut TcpStream, out: &mut Vec<u8>) -> io::Result<bool> {
             Err(e) => return Err(e),
         }
     }
-    Ok(true)
+    match tls {
+        None => Ok(true),
+        Some(tls) => tls::flush(sock, tls),
+    }
+}
+
+/// Reads plaintext through TLS and parses it for `c`, until drained, closed or over budget.
+/// Every byte is decrypted anyway, so nothing is discarded in the kernel, and records carry no
+/// receive timestamp: latency runs to the return of the read.
+fn read_tls_into(
+    sock: &mut TcpStream,
+    tls: &mut ClientConnection,
+    c: &mut Conn,
+    buf: &mut [u8],
+    clock: &Clock,
+    meter: &mut Meter,
+) -> After {
+    let mut total = 0;
+    loop {
+        match tls::recv(sock, tls, buf) {
+            Ok(0) => return After::Lost("closed by the server without a close frame".into()),
+            Ok(n) => {
+                if let Err(e) = ingest(c, Input::Bytes(&buf[..n]), clock.arrival(None), meter) {
+                    return After::Lost(format!("protocol error: {e}"));
+                }
+                if c.close_code.is_some() {
+                    return After::Fine;
+                }
+                total += n;
+                if total >= IO_BUDGET {
+                    return After::More;
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                c.readable = false;
+                return After::Fine;
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return After::Lost(format!("read: {e}")),
+        }
+    }
 }
 
 /// Reads from `sock` and parses what arrives for `c`, until drained, closed or over budget.
@@ -1017,6 +1222,8 @@ struct Run {
     /// Why connections failed or ended early, with counts (for the table).
     problems: BTreeMap<String, u64>,
     fatal: Option<String>,
+    /// Soak mode's churn plans and per-session totals.
+    soak: Option<Box<soak::Soak>>,
 }
 
 /// Readings of the server process.
@@ -1057,6 +1264,7 @@ impl Run {
             closed_by_server: 0,
             problems: BTreeMap::new(),
             fatal: None,
+            soak: None,
         })
     }
 
@@ -1274,7 +1482,18 @@ impl Run {
         {
             return self.retry_or_fail(token, format!("register: {e}"), now);
         }
+        let session = match &self.args.tls {
+            None => None,
+            Some(target) => match tls::connect(&target.config, &target.name) {
+                Ok(session) => Some(session),
+                Err(e) => {
+                    let _ = self.poll.registry().deregister(&mut sock);
+                    return self.give_up(token, format!("tls: {e}"));
+                }
+            },
+        };
         let c = &mut self.conns[token];
+        c.tls = session;
         c.sock = Some(sock);
         c.phase = Phase::Connecting;
         c.readable = false;
@@ -1287,6 +1506,7 @@ impl Run {
         if let Some(mut sock) = self.conns[token].sock.take() {
             let _ = self.poll.registry().deregister(&mut sock);
         }
+        self.conns[token].tls = None;
     }
 
     /// A connect or handshake attempt failed in a way that may pass (refused, reset, no port).
@@ -1376,6 +1596,8 @@ impl Run {
         match self.conns[token].phase {
             Phase::Connecting => self.on_connecting(token, now),
             Phase::Handshake => self.on_handshake(token, now),
+            // A stalled watcher reads nothing; its readiness is kept for when it resumes.
+            Phase::Open if self.conns[token].stalled => {}
             Phase::Open => self.on_open(token, now),
             Phase::Closing => self.on_closing(token),
             Phase::Queued | Phase::Done => {}
@@ -1418,10 +1640,11 @@ impl Run {
 
     fn on_handshake(&mut self, token: usize, now: Instant) {
         let request = self.request(token);
+        let (now_us, join_seq) = (self.clock.now_us(), self.pubs.first().map_or(0, |p| p.next_seq));
         let c = &mut self.conns[token];
         let Some(sock) = c.sock.as_mut() else { return };
         while c.req_sent < request.len() {
-            match sock.write(&request.as_bytes()[c.req_sent..]) {
+            match send(sock, &mut c.tls, &request.as_bytes()[c.req_sent..]) {
                 Ok(n) => c.req_sent += n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     c.writable = false;
@@ -1431,8 +1654,15 @@ impl Run {
                 Err(e) => return self.retry_or_fail(token, format!("handshake: {e}"), now),
             }
         }
+        if let Some(tls) = c.tls.as_mut() {
+            match tls::flush(sock, tls) {
+                Ok(true) => {}
+                Ok(false) => c.writable = false,
+                Err(e) => return self.retry_or_fail(token, format!("handshake: {e}"), now),
+            }
+        }
         let head_end = loop {
-            match sock.read(&mut self.buf) {
+            match recv(sock, &mut c.tls, &mut self.buf) {
                 Ok(0) => return self.retry_or_fail(token, "closed during the handshake".into(), now),
                 Ok(n) => c.resp.extend_from_slice(&self.buf[..n]),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
@@ -1469,6 +1699,8 @@ impl Run {
         c.phase = Phase::Open;
         c.opened = true;
         c.writable = true;
+        c.acct.opened_us = now_us;
+        c.acct.join_seq = join_seq;
         self.in_flight = self.in_flight.saturating_sub(1);
         // Frames that came with the response (our server's first JSON event, for one).
         let rest = std::mem::take(&mut c.resp).split_off(head_end);
@@ -1495,9 +1727,9 @@ impl Run {
             Role::Publisher(p) => more |= self.pump(p, now),
             Role::Watcher => {
                 let c = &mut self.conns[token];
-                if !c.ctrl_out.is_empty()
+                if (!c.ctrl_out.is_empty() || c.tls.as_ref().is_some_and(|t| t.wants_write()))
                     && let Some(sock) = c.sock.as_mut()
-                    && let Err(e) = write_some(sock, &mut c.ctrl_out)
+                    && let Err(e) = write_some(sock, &mut c.tls, &mut c.ctrl_out)
                 {
                     return self.lost(token, format!("write: {e}"));
                 }
@@ -1513,7 +1745,14 @@ impl Run {
         let c = &mut self.conns[token];
         // The socket is taken out while the rest of the connection is borrowed by `ingest`.
         let Some(mut sock) = c.sock.take() else { return After::Fine };
-        let after = read_into(&mut sock, c, &mut self.buf, &self.clock, &mut self.meter);
+        let after = match c.tls.take() {
+            None => read_into(&mut sock, c, &mut self.buf, &self.clock, &mut self.meter),
+            Some(mut tls) => {
+                let after = read_tls_into(&mut sock, &mut tls, c, &mut self.buf, &self.clock, &mut self.meter);
+                c.tls = Some(tls);
+                after
+            }
+        };
         c.sock = Some(sock);
         after
     }
@@ -1532,7 +1771,7 @@ impl Run {
         loop {
             if pb.pos == pb.len {
                 // Control frames go between messages, never inside one.
-                match write_some(sock, &mut c.ctrl_out) {
+                match write_some(sock, &mut c.tls, &mut c.ctrl_out) {
                     Ok(true) => {}
                     Ok(false) => {
                         c.writable = false;
@@ -1550,7 +1789,7 @@ impl Run {
                 }
                 pb.stamp(n, self.clock.now_us());
             }
-            match sock.write(&pb.batch[pb.pos..pb.len]) {
+            match send(sock, &mut c.tls, &pb.batch[pb.pos..pb.len]) {
                 Ok(n) => {
                     pb.pos += n;
                     written += n;
@@ -1574,6 +1813,7 @@ impl Run {
 
     /// The connection ended without our asking: EOF, reset or a protocol error.
     fn lost(&mut self, token: usize, why: String) {
+        self.soak_session_end(token, soak::End::Lost);
         self.drop_socket(token);
         let c = &mut self.conns[token];
         if c.phase == Phase::Open {
@@ -1585,11 +1825,16 @@ impl Run {
 
     /// The server sent a close frame: answer it (§5.5.1) and hang up.
     fn server_closed(&mut self, token: usize, code: Option<u16>) {
+        self.soak_session_end(token, soak::End::Server(code));
         let c = &mut self.conns[token];
         if let Some(sock) = c.sock.as_mut() {
             let mut out = Vec::new();
             push_masked_frame(&mut out, OP_CLOSE, &code.map(u16::to_be_bytes).unwrap_or_default()[..]);
-            let _ = write_some(sock, &mut out);
+            let _ = write_some(sock, &mut c.tls, &mut out);
+            if let Some(tls) = c.tls.as_mut() {
+                tls.send_close_notify();
+                let _ = tls::flush(sock, tls);
+            }
             let _ = sock.shutdown(Shutdown::Write);
         }
         let was_open = c.phase == Phase::Open;
@@ -1605,7 +1850,7 @@ impl Run {
         let c = &mut self.conns[token];
         let Some(sock) = c.sock.as_mut() else { return };
         loop {
-            match sock.read(&mut self.buf) {
+            match recv(sock, &mut c.tls, &mut self.buf) {
                 Ok(0) => break,
                 Ok(_) => {}
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
@@ -1628,10 +1873,18 @@ impl Run {
                 Role::Publisher(p) => self.pubs[p].pos != self.pubs[p].len,
                 Role::Watcher => false,
             };
+            self.conns[token].stalled = false;
+            self.soak_session_end(token, soak::End::Left);
             let c = &mut self.conns[token];
             let Some(sock) = c.sock.as_mut() else { continue };
-            let sent = c.phase == Phase::Open && !mid_message && matches!(write_some(sock, &mut out.clone()), Ok(true));
+            let sent = c.phase == Phase::Open
+                && !mid_message
+                && matches!(write_some(sock, &mut c.tls, &mut out.clone()), Ok(true));
             if sent {
+                if let Some(tls) = c.tls.as_mut() {
+                    tls.send_close_notify();
+                    let _ = tls::flush(sock, tls);
+                }
                 let _ = sock.shutdown(Shutdown::Write);
                 c.phase = Phase::Closing;
                 closing += 1;
@@ -2139,6 +2392,35 @@ mod tests {
     }
 
     #[test]
+    fn soak_publisher_sends_key_frames_every_n_and_deltas_between() {
+        let mut p = Publisher::new(0, 0, 100);
+        p.keyframe_every = 3;
+        let n = p.max_batch.min(4);
+        p.stamp(n, 1);
+        for k in 0..n {
+            let (_, payload) = unmask(&p.batch[k * p.frame_len..(k + 1) * p.frame_len]);
+            assert_eq!(payload[0], if k % 3 == 0 { KIND_KEY } else { KIND_DELTA }, "message {k}");
+            assert_eq!(u64::from_be_bytes(payload[9..17].try_into().unwrap()), k as u64);
+        }
+    }
+
+    #[test]
+    fn soak_meter_counts_gaps_only_from_the_first_live_message() {
+        let mut m = Meter::new(1);
+        m.soak = true;
+        let mut a = Acct { opened_us: 1000, ..Acct::default() };
+        let at = Arrival { arrived_us: 2000, read_us: 2000 };
+        let msg = |sent_us: u64, seq: u64| load_payload(17, sent_us, seq);
+        // The cached group (sent before the join, may start anywhere), then live messages.
+        for (sent, seq) in [(100, 30), (200, 31), (300, 35), (1500, 36), (1600, 37), (1700, 40), (1800, 41)] {
+            m.record(0, &mut a, &msg(sent, seq), 17, at);
+        }
+        assert_eq!((a.first_live, a.gaps, a.messages, m.delivered), (Some(36), 2, 7, 7));
+        m.record(0, &mut a, &msg(1900, 39), 17, at);
+        assert_eq!(m.out_of_order, 1);
+    }
+
+    #[test]
     fn flags_and_urls() {
         let parse = |s: &str| parse_args(s.split_whitespace().map(OsString::from));
         let Ok(Cli::Run(a)) = parse("--url ws://127.0.0.1:9/base/ --watchers 5 --streams 2 --size 17 --rate 0") else {
@@ -2149,9 +2431,16 @@ mod tests {
         assert!(matches!(parse("--help"), Ok(Cli::Help)));
         assert!(parse("--url ws://127.0.0.1:9 --size 16").is_err());
         assert!(parse("--url http://127.0.0.1:9").is_err());
+        assert!(parse("--url wss://127.0.0.1:9").is_err(), "wss:// needs --ca or --insecure");
+        assert!(parse("--url ws://127.0.0.1:9 --insecure").is_err());
+        let Ok(Cli::Run(a)) = parse("--url wss://localhost/x --insecure") else { panic!("wss refused") };
+        assert_eq!((a.authority.as_str(), a.prefix.as_str(), a.tls.is_some()), ("localhost:443", "/x", true));
+        let Ok(Cli::Run(a)) = parse("--url ws://127.0.0.1:9 --soak") else { panic!("soak refused") };
+        assert_eq!((a.watchers, a.size, a.rate, a.warmup, a.soak.is_some()), (200, 51200, 30.0, 10.0, true));
+        assert!(parse("--url ws://127.0.0.1:9 --soak --streams 2").is_err());
         assert!(parse("--watchers 3").is_err());
         assert!(parse("--url ws://127.0.0.1:9 --bogus").is_err());
-        assert_eq!(parse_url("ws://localhost").unwrap(), ("localhost:80".into(), String::new()));
+        assert_eq!(parse_url("ws://localhost").unwrap(), (false, "localhost:80".into(), String::new()));
     }
 
     #[test]
