@@ -257,6 +257,25 @@ mod tests {
     }
 
     #[test]
+    fn defaults_are_the_contract_and_the_repo_config_states_them() {
+        let d = Config::default();
+        assert_eq!((d.address, d.port, d.public_address.as_deref()), (IpAddr::from([127, 0, 0, 1]), 8888, None));
+        assert_eq!((d.public_dir.as_path(), d.loglevel), (Path::new("public"), log::LevelFilter::Info));
+        assert_eq!((d.max_connections, d.max_message_bytes), (10_000, 16_777_216));
+        assert_eq!((d.watcher_queue_bytes, d.watcher_max_lag_ms), (4_194_304, 2000));
+        assert!(d.publish_key.is_empty() && d.allowed_origins.is_empty() && !d.echo_endpoint);
+        assert_eq!((d.request_timeout_ms, d.idle_timeout_ms), (10_000, 60_000));
+        // `cargo run --release` reads the repo's server.config: it must say the same.
+        let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/server.config")).unwrap();
+        let repo = parsed(&text).unwrap();
+        assert_eq!(
+            format!("{:?}", Config { public_dir: d.public_dir.clone(), config_dir: d.config_dir.clone(), ..repo }),
+            format!("{d:?}")
+        );
+        assert_eq!(parsed(&text).unwrap().public_dir, Path::new("/etc/relay/public"));
+    }
+
+    #[test]
     fn tls_keys() {
         let c = parsed("tls_cert = cert.pem\ntls_key = \"/keys/key.pem\"\nhttp_port = 8080\ntls_self_signed = no\n")
             .unwrap();

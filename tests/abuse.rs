@@ -103,6 +103,7 @@ fn a_connection_flood_is_refused_while_a_stream_keeps_flowing() {
     // The stream's two connections and 48 of the flood fit; the other 152 (and any health
     // check that came before a slot freed up) were refused.
     assert!(server.metric("relay_connections_rejected_total") >= 152);
+    assert!(server.metric("relay_http_responses_total{status=\"503\"}") >= 152, "each refusal answered 503");
     stream.assert_flows();
     server.assert_healthy();
 }

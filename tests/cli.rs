@@ -94,6 +94,15 @@ fn command_line_overrides_the_file() {
 
 #[test]
 fn sigterm_closes_websockets_with_1001_and_exits_0() {
+    shutdown_closes_websockets_with_1001_and_exits_0("TERM");
+}
+
+#[test]
+fn sigint_closes_websockets_with_1001_and_exits_0() {
+    shutdown_closes_websockets_with_1001_and_exits_0("INT");
+}
+
+fn shutdown_closes_websockets_with_1001_and_exits_0(signal: &str) {
     let mut server = Server::start_with("echo_endpoint = true");
     let mut p = Ws::connect(server.addr, "/ws/publish/bye");
     let mut w = Ws::connect(server.addr, "/ws/watch/bye");
@@ -107,7 +116,7 @@ fn sigterm_closes_websockets_with_1001_and_exits_0() {
                 code
             })
         });
-        let status = server.terminate();
+        let status = server.signal(signal);
         for c in closes {
             assert_eq!(c.join().unwrap(), 1001);
         }

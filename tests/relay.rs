@@ -62,6 +62,14 @@ fn every_watcher_gets_every_message_byte_identical_and_in_order() {
     server.wait_metric("relay_messages_out_total", 600);
     let bytes: u64 = sent.iter().map(|m| m.len() as u64).sum();
     assert_eq!(server.metric("relay_bytes_in_total"), bytes);
+    // Out counts frame bytes: each message with its 2, 4 or 10 byte server header, per watcher.
+    let header = |len: usize| match len {
+        0..=125 => 2,
+        126..=65_535 => 4,
+        _ => 10,
+    };
+    let framed: u64 = sent.iter().map(|m| (m.len() + header(m.len())) as u64).sum();
+    assert_eq!(server.metric("relay_bytes_out_total"), 3 * framed);
     let streams = get(server.addr, "/api/streams").json();
     assert_eq!(streams[0]["name"], "cam");
     assert_eq!(streams[0]["watchers"], 3);
@@ -199,6 +207,19 @@ fn allowed_origins_keep_other_sites_out() {
     assert_eq!(status("/ws/watch/o", "Origin: https://cam.example:8443\r\n"), None);
     assert_eq!(status("/ws/publish/o", "Origin: http://localhost:8888\r\n"), None);
     assert_eq!(status("/ws/watch/o", ""), None, "non-browser clients send no Origin");
+
+    // The capture page asks /api/publish first: the same answer as its upgrade would get.
+    let ask = |headers: &str| {
+        let raw = format!("GET /api/publish/o HTTP/1.1\r\nHost: {}\r\n{headers}Connection: close\r\n\r\n", server.addr);
+        request(server.addr, &raw).status
+    };
+    assert_eq!(ask("Origin: https://evil.example\r\n"), 403);
+    assert_eq!(ask("Origin: https://cam.example:8443\r\n"), 200);
+    assert_eq!(ask(""), 200, "non-browser clients send no Origin");
+    // A same-origin fetch carries no Origin: the page's origin is http://{Host}, not allowed here.
+    assert_eq!(ask("Sec-Fetch-Site: same-origin\r\n"), 403);
+    let raw = "GET /api/publish/o HTTP/1.1\r\nHost: localhost:8888\r\nSec-Fetch-Site: same-origin\r\n\r\n";
+    assert_eq!(request(server.addr, raw).status, 200);
 }
 
 #[test]

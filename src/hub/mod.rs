@@ -69,8 +69,6 @@ struct Stream {
     init: Option<Rc<Chunk>>,
     group: Vec<Rc<Chunk>>,
     group_bytes: usize,
-    /// The group outgrew its bound: nothing is cached until the next key frame.
-    group_overflowed: bool,
     /// Every watcher was over its bound, so the publisher is not read (TCP pushes back).
     publisher_paused: bool,
     count_sent: usize,
@@ -88,7 +86,6 @@ impl Stream {
         self.init = None;
         self.group.clear();
         self.group_bytes = 0;
-        self.group_overflowed = false;
     }
 
     fn cache(&mut self, kind: u8, chunk: &Rc<Chunk>, bound: usize) {
@@ -97,9 +94,10 @@ impl Stream {
             KIND_KEY => {
                 self.group.clear();
                 self.group_bytes = 0;
-                self.group_overflowed = false;
                 self.push_group(chunk, bound);
             }
+            // An empty group after a key frame means it outgrew its bound: nothing is cached
+            // until the next key frame.
             KIND_DELTA if !self.group.is_empty() => self.push_group(chunk, bound),
             _ => {}
         }
@@ -109,7 +107,6 @@ impl Stream {
         if self.group_bytes + chunk.len() > bound {
             self.group.clear();
             self.group_bytes = 0;
-            self.group_overflowed = true;
         } else {
             self.group_bytes += chunk.len();
             self.group.push(chunk.clone());
@@ -189,8 +186,7 @@ impl Hub {
         clients.send(token, &frame::encode(OP_TEXT, hello.as_bytes()), now);
         s.count_sent = 0;
         s.count_sent_at = None;
-        for w in &mut s.watchers {
-            w.waiting_for_key = true;
+        for w in &s.watchers {
             clients.send(w.token, &self.live_true, now);
         }
         if !s.watchers.is_empty() {
@@ -226,8 +222,9 @@ impl Hub {
             }
             s.keyframe_wanted = true;
         }
-        // Deltas are useless until a key frame arrives, unless the cache gave one.
-        s.watchers.push(Watcher { token, waiting_for_key: s.group.is_empty(), over_since: None });
+        // Every message is relayed to a watcher that keeps up, deltas before its first key frame
+        // included (the contract is byte-identical relay; the cast page skips them itself).
+        s.watchers.push(Watcher { token, waiting_for_key: false, over_since: None });
         Self::send_publisher_events(s, &self.keyframe, now, clients);
     }
 

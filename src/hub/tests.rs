@@ -207,3 +207,67 @@ fn a_publisher_that_does_not_read_gets_no_events_until_it_does() {
     assert!(events.contains(&br#"{"event":"watchers","count":10}"#.to_vec()), "{events:?}");
     assert!(events.contains(&br#"{"event":"keyframe"}"#.to_vec()), "{events:?}");
 }
+
+#[test]
+fn a_watcher_that_keeps_up_gets_every_message_even_before_a_key_frame() {
+    let (mut hub, mut c, now) = (Hub::new(POLICY), Fake::default(), Instant::now());
+    hub.add_watcher("s", 10, now, &mut c);
+    hub.add_publisher("s", PUB, now, &mut c);
+    for (kind, tag) in [(3, 0), (4, 1), (2, 2), (3, 3)] {
+        publish(&mut hub, &mut c, kind, tag, now);
+    }
+    assert_eq!(c.take(10), vec![NOT_LIVE.to_vec(), LIVE.to_vec(), vec![3, 0], vec![4, 1], vec![2, 2], vec![3, 3]]);
+    // A late joiner with nothing cached gets the live deltas too.
+    hub.add_watcher("s", 11, now, &mut c);
+    hub.remove_publisher("s", PUB, now, &mut c);
+    assert!(hub.add_publisher("s", 2, now, &mut c));
+    publish(&mut hub, &mut c, 3, 4, now);
+    assert_eq!(c.take(11).last(), Some(&vec![3, 4]));
+    assert_eq!(hub.stats.messages_dropped, 0);
+}
+
+#[test]
+fn a_group_past_the_bound_is_not_cached_until_the_next_key_frame() {
+    let (mut hub, mut c, now) = (Hub::new(POLICY), Fake::default(), Instant::now());
+    hub.add_publisher("s", PUB, now, &mut c);
+    let big = |kind: u8, tag: u8| frame::encode(frame::OP_BINARY, &[&[kind, tag][..], &[0; 400]].concat());
+    hub.publish("s", 1, 2, msg(1, 0), now, &mut c);
+    for (kind, tag) in [(2, 1), (3, 2), (3, 3)] {
+        hub.publish("s", kind, 402, big(kind, tag), now, &mut c); // the third passes 1000 bytes
+    }
+    hub.publish("s", 3, 2, msg(3, 4), now, &mut c);
+    hub.add_watcher("s", 10, now, &mut c);
+    assert_eq!(c.take(10), vec![LIVE.to_vec(), vec![1, 0]], "only the init: the group outgrew its bound");
+    publish(&mut hub, &mut c, 2, 5, now);
+    publish(&mut hub, &mut c, 3, 6, now);
+    c.take(10);
+    hub.add_watcher("s", 11, now, &mut c);
+    assert_eq!(c.take(11), vec![LIVE.to_vec(), vec![1, 0], vec![2, 5], vec![3, 6]], "cached again from the key frame");
+}
+
+#[test]
+fn key_frame_requests_go_out_at_most_once_a_second() {
+    let (mut hub, mut c, now) = (Hub::new(POLICY), Fake::default(), Instant::now());
+    hub.add_publisher("s", PUB, now, &mut c);
+    c.take(PUB);
+    let keyframes = |c: &mut Fake| c.take(PUB).iter().filter(|e| e.as_slice() == br#"{"event":"keyframe"}"#).count();
+    hub.add_watcher("s", 10, now, &mut c);
+    assert_eq!(keyframes(&mut c), 1, "a watcher joined");
+    hub.add_watcher("s", 11, now + Duration::from_millis(300), &mut c);
+    hub.tick(now + Duration::from_millis(900), &mut c);
+    assert_eq!(keyframes(&mut c), 0, "the second join waits out the second");
+    hub.tick(now + Duration::from_millis(1000), &mut c);
+    assert_eq!(keyframes(&mut c), 1);
+    // A watcher over its bound skips a delta and waits for a key frame: that asks for one too.
+    hub.add_watcher("s", 12, now + Duration::from_millis(1000), &mut c);
+    c.backlog.insert(12, Backlog { bytes: 5000, oldest_wait: Duration::ZERO });
+    hub.tick(now + Duration::from_millis(2100), &mut c);
+    keyframes(&mut c);
+    publish(&mut hub, &mut c, 3, 0, now + Duration::from_millis(3200));
+    assert_eq!(keyframes(&mut c), 1, "waiting for a key frame");
+    publish(&mut hub, &mut c, 3, 1, now + Duration::from_millis(3500));
+    hub.tick(now + Duration::from_millis(3600), &mut c);
+    assert_eq!(keyframes(&mut c), 0);
+    hub.tick(now + Duration::from_millis(4200), &mut c);
+    assert_eq!(keyframes(&mut c), 1, "still waiting, a second later");
+}

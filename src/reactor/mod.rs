@@ -226,6 +226,7 @@ impl Server {
                 if self.tls.is_none() || redirect {
                     let _ = socket
                         .write(b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+                    *self.metrics.http_responses.entry(503).or_default() += 1;
                 }
                 continue;
             }

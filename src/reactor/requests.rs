@@ -5,6 +5,7 @@ use std::time::{Duration, Instant};
 
 use super::Server;
 use super::connection::{Phase, Role};
+use super::transport::Transport;
 use crate::chunk::Chunk;
 use crate::http::request::{self, Request};
 use crate::http::response::Response;
@@ -91,7 +92,8 @@ impl Server {
                 }
             }
         }
-        let response = self.answer(&req, route);
+        let secure = matches!(self.conns[token].socket, Transport::Tls(_));
+        let response = self.answer(&req, route, secure);
         self.respond(token, response, head_only, req.keep_alive(), now)
     }
 
@@ -109,9 +111,13 @@ impl Server {
     }
 
     /// The response to a plain (non-upgrade) GET or HEAD.
-    fn answer(&self, req: &Request, route: Route<'_>) -> Response {
+    fn answer(&self, req: &Request, route: Route<'_>, secure: bool) -> Response {
         match route {
-            Route::Page(file) => static_files::serve(&self.root.join(file), req.header("if-none-match")),
+            // Through `resolve` like any file, so a page that is a symlink out of the root is not served.
+            Route::Page(file) => match static_files::resolve(&self.root, &format!("/{file}")) {
+                Ok(path) => static_files::serve(&path, req.header("if-none-match")),
+                Err(e) => Response::error(e.status()),
+            },
             Route::File(path) => match static_files::resolve(&self.root, path) {
                 Ok(file) => static_files::serve(&file, req.header("if-none-match")),
                 Err(e) => Response::error(e.status()),
@@ -129,7 +135,7 @@ impl Server {
                 self.tls.is_some()
             )),
             Route::ApiPublish(name) => {
-                let status = self.publish_refusal(req, name).unwrap_or(200);
+                let status = self.publish_refusal(req, name, secure).unwrap_or(200);
                 let text = if status == 200 { "ok" } else { crate::http::response::reason(status) };
                 Response::new(status, "application/json", format!(r#"{{"status":{status},"message":"{text}"}}"#).into())
                     .header("Cache-Control", "no-store")
@@ -161,8 +167,8 @@ impl Server {
 
     /// Why publishing `name` would be refused (403 or 409), checked the same way for
     /// `/api/publish/{name}` and for the upgrade itself.
-    fn publish_refusal(&self, req: &Request, name: &str) -> Option<u16> {
-        if !self.origin_allowed(req) {
+    fn publish_refusal(&self, req: &Request, name: &str, secure: bool) -> Option<u16> {
+        if !self.origin_allowed(req, secure) {
             return Some(403);
         }
         if !self.config.publish_key.is_empty() {
@@ -179,9 +185,9 @@ impl Server {
 
     /// With `allowed_origins` set, a browser page from elsewhere may not connect. Clients
     /// that send no `Origin` are not browsers, so cross-site rules do not apply to them.
-    fn origin_allowed(&self, req: &Request) -> bool {
+    fn origin_allowed(&self, req: &Request, secure: bool) -> bool {
         let allowed = &self.config.allowed_origins;
-        allowed.is_empty() || req.header("origin").is_none_or(|o| allowed.iter().any(|a| a == o.trim()))
+        allowed.is_empty() || browser_origin(req, secure).is_none_or(|o| allowed.contains(&o))
     }
 
     /// The WebSocket opening handshake and the switch to the `WebSocket` phase.
@@ -198,20 +204,21 @@ impl Server {
                 return false;
             }
         };
+        let secure = matches!(self.conns[token].socket, Transport::Tls(_));
         let role = match route {
             Route::WsPublish(name) => {
                 let name: Rc<str> = match name {
                     Some(n) => n.into(),
                     None => self.unused_name().into(),
                 };
-                if let Some(status) = self.publish_refusal(req, &name) {
+                if let Some(status) = self.publish_refusal(req, &name, secure) {
                     log::info!("{}: publishing {name} refused ({status})", self.conns[token].peer);
                     self.respond_and_close(token, Response::error(status), now);
                     return false;
                 }
                 Role::Publisher(name)
             }
-            _ if !self.origin_allowed(req) => {
+            _ if !self.origin_allowed(req, secure) => {
                 log::info!("{}: origin {:?} not allowed", self.conns[token].peer, req.header("origin"));
                 self.respond_and_close(token, Response::error(403), now);
                 return false;
@@ -288,6 +295,21 @@ impl Server {
 }
 
 /// Compares secrets without revealing where they differ through timing.
+/// The origin of the page that sent `req`, as its WebSocket upgrade would carry it. A
+/// same-origin `fetch` GET (the capture page asking `/api/publish`) sends no `Origin`, but
+/// browsers mark it `Sec-Fetch-Site: same-origin`: the page's origin is then this server as the
+/// page addressed it in `Host`. `None` for clients that are not browsers.
+fn browser_origin(req: &Request, secure: bool) -> Option<String> {
+    if let Some(origin) = req.header("origin") {
+        return Some(origin.trim().to_owned());
+    }
+    if req.header("sec-fetch-site").is_some_and(|s| s.trim().eq_ignore_ascii_case("same-origin")) {
+        let scheme = if secure { "https" } else { "http" };
+        return req.header("host").map(|host| format!("{scheme}://{}", host.trim()));
+    }
+    None
+}
+
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     let mut diff = a.len() ^ b.len();
     for (i, &x) in a.iter().enumerate() {

@@ -95,7 +95,12 @@ impl Server {
 
     /// Sends SIGTERM and waits for the exit status.
     pub fn terminate(&mut self) -> std::process::ExitStatus {
-        let status = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status().unwrap();
+        self.signal("TERM")
+    }
+
+    /// Sends a signal (`TERM`, `INT`, ...) and waits for the exit status.
+    pub fn signal(&mut self, name: &str) -> std::process::ExitStatus {
+        let status = Command::new("kill").arg(format!("-{name}")).arg(self.child.id().to_string()).status().unwrap();
         assert!(status.success());
         wait_for_exit(&mut self.child)
     }
