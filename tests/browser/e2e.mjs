@@ -8,6 +8,7 @@
 //   CHROMIUM=/path/to/chromium                another browser binary (default /usr/bin/chromium)
 //   MEASURE_MS=5000                           the bandwidth measurement window per codec
 //   DOCS_SCREENSHOTS=1                        also refresh docs/screenshots/*.png (tracked files)
+//   E2E_ONLY=REGEX                            only the checks whose title matches (while working on one)
 //
 // Every browser context is its own Chromium with its own fresh profile (launchPersistentContext),
 // as two people on two machines would be. Prints one line per check, the measured bandwidth and
@@ -15,6 +16,7 @@
 import { chromium } from 'playwright-core';
 import fs from 'node:fs';
 import https from 'node:https';
+import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -29,9 +31,10 @@ const TLS_CERT = process.argv[4] || process.env.CAMRELAY_TLS_CERT || '';
 const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
 const MEASURE_MS = Number(process.env.MEASURE_MS || 5000);
 const DOCS_SCREENSHOTS = process.env.DOCS_SCREENSHOTS === '1';
+const ONLY = process.env.E2E_ONLY ? new RegExp(process.env.E2E_ONLY) : null;
 const TEST_TIMEOUT_MS = 60_000;
 
-// As in ../shared/FIELD-NOTES.md: what works headless as root, plus the fake camera and microphone.
+// What works headless as root (DEVELOPERS.md), plus the fake camera and microphone.
 // No autoplay override: the test clicks "unmute" as a viewer would.
 const ARGS = [
   '--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
@@ -338,6 +341,82 @@ async function castBeforePublisher() {
   }
 }
 
+/** What Chrome does to a background tab: `document.hidden`, page timers woken at most once a second,
+ *  `requestAnimationFrame` stopped. Headless Chromium keeps every tab visible, so the test imposes
+ *  it (before any page script runs) and counts a 50 ms sentinel timer to prove it is in force. */
+function backgroundTab() {
+  Object.defineProperty(Document.prototype, 'hidden', { get: () => true });
+  Object.defineProperty(Document.prototype, 'visibilityState', { get: () => 'hidden' });
+  window.requestAnimationFrame = () => 0;
+  const [setT, setI] = [window.setTimeout, window.setInterval];
+  window.setTimeout = (f, ms, ...a) => setT(f, Math.max(1000, ms || 0), ...a);
+  window.setInterval = (f, ms, ...a) => setI(f, Math.max(1000, ms || 0), ...a);
+  window.sentinelTicks = 0;
+  window.setInterval(() => { window.sentinelTicks++; }, 50);
+}
+
+/** Capture (on its Worker-timer path, as in Firefox) and cast both in background tabs: frames keep
+ *  coming at the camera's rate, not at the once-a-second rate of the page's own timers. */
+async function backgroundTabs() {
+  const name = `e2e-background-${rand()}`;
+  const [cap, cast] = await Promise.all([newPage('capture background'), newPage('cast background')]);
+  try {
+    await cap.addInitScript(() => { delete window.MediaStreamTrackProcessor; });
+    await cap.addInitScript(backgroundTab);
+    await cast.addInitScript(backgroundTab);
+    await goLive(cap, name, '&codec=jpeg');
+    await cast.goto(`${BASE}/cast/${name}`);
+    await waitFor(cast, () => window.castStats.framesShown >= 1, null, 15_000, 'cast page shows no frames');
+    const [c0, s0] = [await captureStats(cap), await castStats(cast)];
+    const ticks0 = await Promise.all([cap, cast].map((p) => p.evaluate(() => window.sentinelTicks)));
+    // A throttled loop would manage 4 frames in 4 s; the fake camera gives about 20 a second.
+    await waitFor(cap, (n) => window.captureStats.framesSent >= n, c0.framesSent + 30, 4000, 'capture page slowed down in the background');
+    await waitFor(cast, (n) => window.castStats.framesShown >= n, s0.framesShown + 30, 4000, 'cast page slowed down in the background');
+    const ticks = await Promise.all([cap, cast].map((p, i) => p.evaluate(() => window.sentinelTicks).then((t) => t - ticks0[i])));
+    const hidden = await cast.evaluate(() => document.hidden);
+    // Both waits took at most 8 s: a 50 ms timer would have ticked 160 times unthrottled.
+    if (!hidden || ticks.some((t) => t > 10)) throw new Error(`background emulation not in force: hidden ${hidden}, sentinel ticks ${ticks}`);
+    await assertPicture(cast);
+    const [c1, s1] = [await captureStats(cap), await castStats(cast)];
+    return `in hidden tabs with page timers at 1/s (sentinel ticked ${ticks.join(' and ')} times): capture sent ` +
+      `${c1.framesSent - c0.framesSent} frames, cast showed ${s1.framesShown - s0.framesShown}`;
+  } finally {
+    await Promise.all([closePage(cast), closePage(cap)]);
+  }
+}
+
+/** A raw WebSocket publisher (no browser) holding a stream name; resolves once the server said 101. */
+function holdName(name) {
+  return new Promise((resolve, reject) => {
+    const url = new URL(BASE);
+    const sock = net.connect(Number(url.port), url.hostname, () => {
+      sock.write(`GET /ws/publish/${name} HTTP/1.1\r\nHost: ${url.host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n` +
+        'Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n');
+    });
+    sock.once('data', (d) => (d.toString().startsWith('HTTP/1.1 101') ? resolve(sock) : reject(new Error(`publisher refused: ${d}`))));
+    sock.once('error', reject);
+  });
+}
+
+/** The capture page says why it cannot broadcast when the name is taken (the server's 409). */
+async function nameTaken() {
+  const name = `e2e-taken-${rand()}`;
+  const holder = await holdName(name);
+  const cap = await newPage('capture taken');
+  try {
+    await cap.goto(`${BASE}/capture?autostart=1&name=${name}`);
+    await waitFor(cap, () => window.captureStats.lastError === 'name-taken', null, 15_000, 'capture page did not report the taken name');
+    const text = await cap.locator('#error').innerText();
+    if (!text.includes('already live') || !(await cap.locator('#error').isVisible())) throw new Error(`error shown: ${text}`);
+    const s = await captureStats(cap);
+    if (s.state === 'live' || s.framesSent > 0) throw new Error(`capture page went live anyway: ${JSON.stringify(s)}`);
+    return `shows “${text.trim()}”`;
+  } finally {
+    holder.destroy();
+    await closePage(cap);
+  }
+}
+
 // ---------------------------------------------------------------------------------------------
 
 async function main() {
@@ -357,6 +436,8 @@ async function main() {
     ['without WebCodecs and MediaStreamTrackProcessor (JPEG on a Worker timer + PCM) it plays', () => playScenario(
       'fallback', '', { video: 'jpeg', audio: 'pcm-s16' },
       { captureInit: () => { delete window.VideoEncoder; delete window.AudioEncoder; delete window.MediaStreamTrackProcessor; } })],
+    ['capture and cast keep their frame rate in background tabs (page timers throttled, no rAF)', backgroundTabs],
+    ['the capture page says when the name is already live (409)', nameTaken],
   ];
   if (TLS_BASE) {
     tests.push(['over https:// with a self-signed certificate (--ignore-certificate-errors), default codecs play via wss://',
@@ -365,7 +446,7 @@ async function main() {
     log('SKIP the https scenario: no https URL given (run.sh starts an https server)');
   }
   let passed = 0, failed = 0;
-  for (const [title, fn] of tests) {
+  for (const [title, fn] of tests.filter(([t]) => !ONLY || ONLY.test(t))) {
     const before = pageErrors.length;
     const t0 = performance.now();
     let timer;
