@@ -5,15 +5,19 @@
 
 use std::fmt::Write as _;
 use std::io::{Read, Write};
-use std::net::SocketAddr;
+use std::net::{Shutdown, SocketAddr};
 use std::time::{Duration, Instant};
 
+use camrelay::ws::frame::OP_CLOSE;
 use mio::Events;
 
-use super::{
-    Args, Conn, OP_CLOSE, Phase, Role, Run, Shutdown, json_opt, json_string, proc_cpu_s, proc_status_kb,
-    push_masked_frame, write_some,
-};
+use crate::args::Args;
+use crate::conn::{Conn, Phase, Role};
+use crate::frames::push_masked_frame;
+use crate::probe::{proc_cpu_s, proc_status_kb};
+use crate::report::{json_opt, json_string};
+use crate::run::Run;
+use crate::transport::write_some;
 
 /// Key frame every this many messages: one a second at 30 messages a second.
 const KEYFRAME_EVERY: u64 = 30;
