@@ -59,7 +59,8 @@ fn head_has_length_but_no_body() {
 
 #[test]
 fn statuses_for_bad_requests() {
-    let server = Server::start();
+    let mut server = Server::start();
+    let mut stream = LiveStream::open(&server, "steady");
     let r = request(server.addr, "POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 3\r\n\r\nabc");
     assert_eq!((r.status, r.header("allow")), (405, Some("GET, HEAD")));
     assert_eq!(request(server.addr, "DELETE /x HTTP/1.1\r\n\r\n").status, 405);
@@ -78,17 +79,28 @@ fn statuses_for_bad_requests() {
     s.write_all(format!("GET / HTTP/1.1\r\nX: {}", "b".repeat(20 * 1024)).as_bytes()).unwrap();
     assert_eq!(read_response(&mut s, false).status, 431, "an endless head is cut off at 16 KiB");
     assert_closed(&mut s);
+    server.assert_still_serves(&mut stream);
 }
 
 #[test]
 fn traversal_never_leaves_public_dir() {
-    let server = Server::start();
+    let mut server = Server::start();
+    let mut stream = LiveStream::open(&server, "steady");
+    // Each target goes on the socket byte for byte: `\\` is one literal backslash.
     for path in [
         "/../secret.txt",
+        "/../../../../../../../../etc/passwd",
         "/%2e%2e/secret.txt",
         "/%2E%2E%2Fsecret.txt",
+        "/%2e%2e%2f%2e%2e%2f%2e%2e%2f%2e%2e%2f%2e%2e%2f%2e%2e%2f%2e%2e%2f%2e%2e%2fetc%2fpasswd",
         "/js/..%2f..%2fsecret.txt",
         "/..%5csecret.txt",
+        "/..%5c..%5c..%5c..%5c..%5c..%5c..%5c..%5cetc%5cpasswd",
+        "/..\\secret.txt",
+        "/js\\..\\..\\secret.txt",
+        "/..\\..\\etc\\passwd",
+        "/..\\..\\..\\..\\..\\..\\..\\..\\etc\\passwd",
+        "\\..\\secret.txt",
         "/leak.txt",
         "/up/secret.txt",
         "/js",
@@ -100,12 +112,14 @@ fn traversal_never_leaves_public_dir() {
     ] {
         let r = get(server.addr, path);
         assert!(r.status == 404 || r.status == 400, "{path}: {}", r.status);
-        assert!(!r.text().contains("TOP-SECRET"), "{path}");
+        // Not a byte of the secret beside the root, nor of /etc/passwd (its "root:" line).
+        assert!(!r.text().contains("TOP-SECRET") && !r.text().contains("root:"), "{path}: {:?}", r.text());
     }
     let r = request(server.addr, "GET /etc/passwd HTTP/1.1\r\n\r\n");
     assert_eq!(r.status, 404);
     let r = request(server.addr, "GET http://x/../secret.txt HTTP/1.1\r\n\r\n");
     assert!(r.status == 404 || r.status == 400);
+    server.assert_still_serves(&mut stream);
 }
 
 #[test]
@@ -182,7 +196,8 @@ fn api_endpoints() {
 
 #[test]
 fn request_timeout_answers_408() {
-    let server = Server::start_with("request_timeout_ms = 300");
+    let mut server = Server::start_with("request_timeout_ms = 300");
+    let mut stream = LiveStream::open(&server, "steady");
     let mut s = connect(server.addr);
     s.write_all(b"GET / HTTP/1.1\r\nHost:").unwrap();
     let r = read_response(&mut s, false);
@@ -191,20 +206,22 @@ fn request_timeout_answers_408() {
     // An idle connection that never sent a byte is closed quietly.
     let mut idle = connect(server.addr);
     assert!(assert_closed(&mut idle).is_empty());
+    server.assert_still_serves(&mut stream);
 }
 
 #[test]
 fn connections_past_the_limit_are_refused_with_503() {
-    let mut server = Server::start_with("max_connections = 3");
+    let mut server = Server::start_with("max_connections = 5");
+    let mut stream = LiveStream::open(&server, "steady");
     let held: Vec<_> = (0..3).map(|_| connect(server.addr)).collect();
-    // Connections are accepted in order, so the fourth is the one past the limit.
+    // Connections are accepted in order: with the stream's two, the sixth is past the limit.
     let mut extra = connect(server.addr);
     let text = String::from_utf8_lossy(&assert_closed(&mut extra)).into_owned();
     assert!(text.is_empty() || text.starts_with("HTTP/1.1 503"), "{text}");
     drop(held);
     wait_until("a slot frees up", || try_get(server.addr, "/healthz").is_some_and(|r| r.status == 200));
     assert!(server.metric("relay_connections_rejected_total") >= 1);
-    server.assert_healthy();
+    server.assert_still_serves(&mut stream);
 }
 
 #[test]

@@ -67,6 +67,7 @@ fn close_code_for(server: &Server, bytes: &[u8]) -> u16 {
 #[test]
 fn frame_violations_close_with_the_rfc_code() {
     let mut server = echo_server();
+    let mut stream = LiveStream::open(&server, "steady");
     let unmasked = [0x82, 0x01, 0x00];
     assert_eq!(close_code_for(&server, &unmasked), 1002, "unmasked client frame");
     let mut rsv = Ws::frame(true, 2, b"x");
@@ -93,7 +94,33 @@ fn frame_violations_close_with_the_rfc_code() {
     let bad_reason = [&1000u16.to_be_bytes()[..], &[0xff]].concat();
     assert_eq!(close_code_for(&server, &Ws::frame(true, 8, &bad_reason)), 1007, "close reason not UTF-8");
     server.wait_metric("relay_websocket_closes_total{code=\"1002\"}", 9);
-    server.assert_healthy();
+    server.assert_still_serves(&mut stream);
+}
+
+#[test]
+fn close_frames_with_an_invalid_code_or_reason_are_protocol_errors() {
+    let mut server = echo_server();
+    let mut stream = LiveStream::open(&server, "steady");
+    // RFC 6455 §7.4: below 1000, reserved for local use (1004, 1005, 1006, 1015), undefined
+    // (1016, 2000, 2999) or past 4999. docs/protocol.md: an invalid code is a 1002.
+    let invalid = [0u16, 999, 1004, 1005, 1006, 1015, 1016, 2000, 2999, 5000, 65535];
+    for code in invalid {
+        assert_eq!(close_code_for(&server, &Ws::frame(true, 8, &code.to_be_bytes())), 1002, "close code {code}");
+    }
+    // A reason that is not UTF-8 is a 1007: a stray byte, an overlong '/', a UTF-16 surrogate,
+    // a sequence cut short, a continuation byte after ASCII.
+    let reasons: [&[u8]; 5] = [&[0xff], &[0xc0, 0xaf], &[0xed, 0xa0, 0x80], &[0xe2, 0x82], b"bye\x80"];
+    for reason in reasons {
+        let payload = [&1000u16.to_be_bytes()[..], reason].concat();
+        assert_eq!(close_code_for(&server, &Ws::frame(true, 8, &payload)), 1007, "close reason {reason:02x?}");
+    }
+    // The codes a peer may send are echoed, the boundaries included.
+    for code in [1000u16, 1001, 1003, 1007, 1011, 3000, 4999] {
+        assert_eq!(close_code_for(&server, &Ws::frame(true, 8, &code.to_be_bytes())), code, "valid code {code}");
+    }
+    server.wait_metric("relay_websocket_closes_total{code=\"1002\"}", invalid.len() as u64);
+    server.wait_metric("relay_websocket_closes_total{code=\"1007\"}", reasons.len() as u64 + 1);
+    server.assert_still_serves(&mut stream);
 }
 
 #[test]

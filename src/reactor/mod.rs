@@ -541,6 +541,10 @@ impl Server {
         self.detach(token, Instant::now());
         let Some(mut conn) = self.conns.try_remove(token) else { return };
         let _ = self.poll.registry().deregister(conn.socket.tcp());
+        // A WebSocket that ends with no close frame either way (a reset, a write error) is a 1006.
+        if matches!(conn.phase, Phase::WebSocket { .. }) {
+            conn.close_code.get_or_insert(1006);
+        }
         if let Some(code) = conn.close_code {
             *self.metrics.ws_closes.entry(code).or_default() += 1;
             log::info!("{}: websocket closed ({code}): {why}", conn.peer);

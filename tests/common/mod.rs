@@ -125,6 +125,57 @@ impl Server {
     pub fn wait_metric(&self, sample: &str, want: u64) {
         wait_until(&format!("{sample} == {want}"), || self.metric(sample) == want);
     }
+
+    /// The server's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The server's resident memory (`VmRSS` in `/proc/PID/status`), in bytes.
+    pub fn rss_bytes(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap();
+        let kib = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().strip_suffix("kB"))
+            .unwrap_or_else(|| panic!("no VmRSS in\n{status}"));
+        kib.trim().parse::<u64>().unwrap() * 1024
+    }
+
+    /// After an abuse case: the same process is alive, never panicked, serves `/healthz`, and
+    /// `stream` (opened before the abuse) still relays.
+    pub fn assert_still_serves(&mut self, stream: &mut LiveStream) {
+        self.assert_healthy();
+        stream.assert_flows();
+    }
+}
+
+/// A live stream with one watcher, opened before an abuse case to check that it is untouched.
+pub struct LiveStream {
+    pub publisher: Ws,
+    pub watcher: Ws,
+    pub seq: u64,
+}
+
+impl LiveStream {
+    pub fn open(server: &Server, name: &str) -> LiveStream {
+        let mut watcher = Ws::connect(server.addr, &format!("/ws/watch/{name}"));
+        assert_eq!(watcher.recv_json(), serde_json::json!({"event": "publisher", "live": false}));
+        let mut publisher = Ws::connect(server.addr, &format!("/ws/publish/{name}"));
+        assert_eq!(publisher.recv_json(), serde_json::json!({"event": "stream", "name": name}));
+        assert_eq!(watcher.recv_json(), serde_json::json!({"event": "publisher", "live": true}));
+        LiveStream { publisher, watcher, seq: 0 }
+    }
+
+    /// One message through the relay, byte-identical; returns it. Small enough for any
+    /// `max_message_bytes` the tests use.
+    pub fn assert_flows(&mut self) -> Vec<u8> {
+        self.seq += 1;
+        let m = media(4, self.seq, 200);
+        self.publisher.send_binary(&m);
+        assert_eq!(self.watcher.recv_binary(), m, "the live stream relays message {}", self.seq);
+        m
+    }
 }
 
 impl Drop for Server {
