@@ -23,8 +23,14 @@ fn clock_ticks() -> f64 {
         .map_or(100.0, |(_, value)| value as f64)
 }
 
-/// User + system CPU seconds of a process (`pid` may be "self").
+/// User + system CPU seconds of a process (`pid` may be "self"): from its CPU clock where the
+/// platform gives one (nanoseconds), else from /proc (10 ms ticks).
 pub fn proc_cpu_s(pid: &str) -> Option<f64> {
+    let id = if pid == "self" { std::process::id() } else { pid.parse().ok()? };
+    crate::sys::process_cpu_s(id).or_else(|| proc_stat_cpu_s(pid))
+}
+
+fn proc_stat_cpu_s(pid: &str) -> Option<f64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // The command name may hold spaces and parentheses: fields are counted after the last ')'.
     let fields: Vec<&str> = stat[stat.rfind(')')? + 1..].split_whitespace().collect();
