@@ -54,10 +54,10 @@ for s in "${servers[@]}"; do
   case $s in ours | tokio | node | tornado | limit) ;; *) echo "unknown server: $s" >&2; exit 2 ;; esac
 done
 
-# Warm-up 1 s, drain 2 s, start and stop about 2 s: the time one run takes beyond its duration.
+# Warm-up 1 s, connecting, drain 2 s, start and stop: about 9 s a run beyond its duration here.
 # A relay that cannot keep up with (e) is drained for up to relay-load's 60 s cap.
 cells=$((${#scenarios[@]} * ${#servers[@]} * REPEATS))
-seconds=$((cells * (DURATION + 5)))
+seconds=$((cells * (DURATION + 9)))
 if [[ ,$ONLY, == *,e,* ]]; then
   for s in "${servers[@]}"; do
     case $s in tokio | node | tornado) seconds=$((seconds + 60 * REPEATS)) ;; esac

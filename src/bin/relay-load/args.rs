@@ -26,7 +26,8 @@ USAGE: relay-load --url ws://127.0.0.1:PORT [options]
   --duration SECS    measured time (default 10)
   --warmup SECS      traffic before it that is not counted (default 1)
   --idle             no publishers: hold the watchers for --duration, report server RSS per connection
-  --server-pid PID   read the server's CPU time (/proc/PID/stat) and RSS (/proc/PID/status)
+  --server-pid PID   read the server's CPU time (its CPU clock, to the ns) and RSS
+                     (/proc/PID/status)
   --label TEXT       copied into the JSON line
   --json-only        print only the JSON line
   -h, --help         this text
