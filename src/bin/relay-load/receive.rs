@@ -73,23 +73,19 @@ pub fn read_tls_into(
         match tls::recv(sock, tls, buf) {
             Ok(0) => return After::Lost("closed by the server without a close frame".into()),
             Ok(n) => {
-                if let Err(e) = ingest(c, Input::Bytes(&buf[..n]), clock.arrival(None), meter) {
-                    return After::Lost(format!("protocol error: {e}"));
-                }
-                if c.close_code.is_some() {
-                    return After::Fine;
+                if let Some(after) = take(c, Input::Bytes(&buf[..n]), clock.arrival(None), meter) {
+                    return after;
                 }
                 total += n;
                 if total >= IO_BUDGET {
                     return After::More;
                 }
             }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                c.readable = false;
-                return After::Fine;
+            Err(e) => {
+                if let Some(after) = read_error(c, e) {
+                    return after;
+                }
             }
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return After::Lost(format!("read: {e}")),
         }
     }
 }
@@ -116,11 +112,8 @@ pub fn read_into(sock: &mut TcpStream, c: &mut Conn, buf: &mut [u8], clock: &Clo
             Ok((n, stamp)) => {
                 let at = clock.arrival(stamp);
                 let input = if discard { Input::Skipped(n as u64) } else { Input::Bytes(&buf[..n]) };
-                if let Err(e) = ingest(c, input, at, meter) {
-                    return After::Lost(format!("protocol error: {e}"));
-                }
-                if c.close_code.is_some() {
-                    return After::Fine;
+                if let Some(after) = take(c, input, at, meter) {
+                    return after;
                 }
                 // A short read emptied the socket; epoll reports the next bytes as a new edge,
                 // so this saves the read that would only say WouldBlock.
@@ -133,12 +126,31 @@ pub fn read_into(sock: &mut TcpStream, c: &mut Conn, buf: &mut [u8], clock: &Clo
                     return After::More;
                 }
             }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                c.readable = false;
-                return After::Fine;
+            Err(e) => {
+                if let Some(after) = read_error(c, e) {
+                    return after;
+                }
             }
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return After::Lost(format!("read: {e}")),
         }
+    }
+}
+
+/// Parses one read's bytes for `c`; `Some` when the read loop must stop there.
+fn take(c: &mut Conn, input: Input, at: Arrival, meter: &mut Meter) -> Option<After> {
+    if let Err(e) = ingest(c, input, at, meter) {
+        return Some(After::Lost(format!("protocol error: {e}")));
+    }
+    c.close_code.is_some().then_some(After::Fine)
+}
+
+/// What a failed read means: drained for now, try again (`None`), or the connection is lost.
+fn read_error(c: &mut Conn, e: io::Error) -> Option<After> {
+    match e.kind() {
+        io::ErrorKind::WouldBlock => {
+            c.readable = false;
+            Some(After::Fine)
+        }
+        io::ErrorKind::Interrupted => None,
+        _ => Some(After::Lost(format!("read: {e}"))),
     }
 }
