@@ -24,6 +24,7 @@ suite() {
 suite "cargo fmt" cargo fmt --all -- --check
 suite "cargo clippy" cargo clippy --all-targets --locked -- -D warnings
 suite "cargo test" cargo test --locked
+suite "cargo run --release (the README's first command)" bash scripts/check-start.sh
 suite "autobahn (RFC 6455 conformance)" bash scripts/autobahn.sh
 suite "interop (python websockets, websocat)" bash tests/interop/run.sh
 suite "browser (headless chromium)" bash tests/browser/run.sh
