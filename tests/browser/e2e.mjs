@@ -32,6 +32,9 @@ const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
 const MEASURE_MS = Number(process.env.MEASURE_MS || 5000);
 const DOCS_SCREENSHOTS = process.env.DOCS_SCREENSHOTS === '1';
 const ONLY = process.env.E2E_ONLY ? new RegExp(process.env.E2E_ONLY) : null;
+// Set by run.sh when it could make a network namespace: the second-machine scenario.
+const LAN = { url: process.env.CAMRELAY_LAN_URL || '', chromium: process.env.CAMRELAY_LAN_CHROMIUM || '',
+  log: process.env.CAMRELAY_LAN_LOG || '', peer: process.env.CAMRELAY_LAN_PEER || '', cert: process.env.CAMRELAY_LAN_CERT || '' };
 const TEST_TIMEOUT_MS = 60_000;
 
 // What works headless as root (DEVELOPERS.md), plus the fake camera and microphone.
@@ -57,12 +60,12 @@ const rand = () => Math.random().toString(36).slice(2, 8);
 const pageErrors = [];
 const open = new Set();
 
-async function newPage(label, viewport = DESKTOP, { insecureCerts = false } = {}) {
+async function newPage(label, viewport = DESKTOP, { insecureCerts = false, executablePath = CHROMIUM } = {}) {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'camrelay-chromium-'));
   const args = insecureCerts ? [...ARGS, ...INSECURE_CERTS] : ARGS;
   let ctx;
   try {
-    ctx = await chromium.launchPersistentContext(dir, { executablePath: CHROMIUM, headless: true, args, viewport });
+    ctx = await chromium.launchPersistentContext(dir, { executablePath, headless: true, args, viewport });
   } catch (e) {
     fs.rmSync(dir, { recursive: true, force: true });
     throw e;
@@ -128,8 +131,10 @@ async function getJson(url) {
     if (!r.ok) throw new Error(`${url} answered ${r.status}`);
     return r.json();
   }
-  if (!TLS_CERT) throw new Error(`no certificate given to check ${url} against`);
-  const ca = fs.readFileSync(TLS_CERT);
+  // Each https server has its own self-signed certificate.
+  const cert = LAN.url && url.startsWith(LAN.url) ? LAN.cert : TLS_CERT;
+  if (!cert) throw new Error(`no certificate given to check ${url} against`);
+  const ca = fs.readFileSync(cert);
   return new Promise((resolve, reject) => {
     const req = https.get(url, { ca, timeout: 5000 }, (res) => {
       let body = '';
@@ -385,6 +390,28 @@ async function backgroundTabs() {
   }
 }
 
+/** Issue 6: a second machine on the LAN broadcasts over https. run.sh puts its Chromium in a network
+ *  namespace joined by a veth pair, so it reaches the server only at the LAN address, as a phone
+ *  would; a viewer on this machine plays the stream. The server's log names the publisher's address. */
+async function secondMachine() {
+  const name = `e2e-lan-${rand()}`;
+  const lan = { insecureCerts: true, executablePath: LAN.chromium };
+  const [cap, cast] = await Promise.all([newPage('capture on the LAN host', DESKTOP, lan), newPage('cast LAN', DESKTOP, { insecureCerts: true })]);
+  try {
+    await goLive(cap, name, '', LAN.url);
+    const loc = await cap.evaluate(() => ({ host: location.host, secure: window.isSecureContext, camera: !!navigator.mediaDevices }));
+    if (loc.host !== new URL(LAN.url).host || !loc.secure || !loc.camera) throw new Error(`capture page on the LAN host: ${JSON.stringify(loc)}`);
+    const from = new RegExp(`${LAN.peer.replace(/\./g, '\\.')}:\\d+: publisher /ws/publish/${name}`);
+    if (!from.test(fs.readFileSync(LAN.log, 'utf8'))) throw new Error(`the server log shows no publisher of ${name} from ${LAN.peer}`);
+    await cast.goto(`${LAN.url}/cast/${name}`);
+    const pix = await assertPlaying(cast);
+    const s = await castStats(cast);
+    return `capture at ${LAN.url} from ${LAN.peer} (secure context), cast shows ${pix.width}x${pix.height}: shown ${s.framesShown}, audio played ${s.audioChunksPlayed}`;
+  } finally {
+    await Promise.all([closePage(cast), closePage(cap)]);
+  }
+}
+
 /** A raw WebSocket publisher (no browser) holding a stream name; resolves once the server said 101. */
 function holdName(name) {
   return new Promise((resolve, reject) => {
@@ -444,6 +471,11 @@ async function main() {
       () => playScenario('https', '', { video: 'vp8', audio: 'opus' }, { base: TLS_BASE, tls: true, insecureCerts: true })]);
   } else {
     log('SKIP the https scenario: no https URL given (run.sh starts an https server)');
+  }
+  if (LAN.url) {
+    tests.push(['a second machine on the LAN (a network namespace) broadcasts over https, a viewer plays it', secondMachine]);
+  } else {
+    log('SKIP the second-machine scenario: no network namespace (run.sh makes one when it runs as root)');
   }
   let passed = 0, failed = 0;
   for (const [title, fn] of tests.filter(([t]) => !ONLY || ONLY.test(t))) {

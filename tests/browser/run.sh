@@ -72,6 +72,7 @@ cleanup() {
         wait "$pid" 2>/dev/null || true
     done
     rm -rf "$TMP"
+    if [ -n "${LAN_NS:-}" ]; then ip netns del "$LAN_NS" 2>/dev/null || true; ip link del "crh$$" 2>/dev/null || true; fi
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
@@ -109,12 +110,52 @@ wait_url() {   # PID LOG SCHEME
     cat "$2" >&2
     die "no 'listening on $3://' line within 20 s"
 }
+# --- a second machine on a LAN (issue 6) --------------------------------------------------
+# A network namespace joined to this one by a veth pair is another host as far as IP goes: its
+# Chromium reaches the server only at LAN_HOST, never on loopback. Made before the servers start,
+# so the LAN server's self-signed certificate names LAN_HOST. Needs root (ip netns); else skipped.
+LAN_HOST=10.231.0.1
+LAN_PEER=10.231.0.2
+make_lan() {
+    [ "$(id -u)" -eq 0 ] || return 1
+    command -v ip >/dev/null 2>&1 || apt_install iproute2
+    local ns="camrelay-lan-$$" host="crh$$" peer="crp$$"
+    ip netns add "$ns" 2>/dev/null || return 1
+    LAN_NS="$ns"
+    ip link add "$host" type veth peer name "$peer" &&
+        ip link set "$peer" netns "$ns" &&
+        ip addr add "$LAN_HOST/30" dev "$host" && ip link set "$host" up &&
+        ip netns exec "$ns" ip addr add "$LAN_PEER/30" dev "$peer" &&
+        ip netns exec "$ns" ip link set "$peer" up &&
+        ip netns exec "$ns" ip link set lo up || return 1
+    # What Playwright starts as "the browser" on the other host.
+    printf '#!/bin/sh\nexec ip netns exec %s %s "$@"\n' "$ns" "${CHROMIUM:-/usr/bin/chromium}" >"$TMP/chromium-lan"
+    chmod +x "$TMP/chromium-lan"
+}
+LAN_NS=""
+if make_lan; then
+    mkdir -p "$TMP/lan"
+    write_config "$TMP/lan" "tls_self_signed = true"
+    sed -i "s/^address = .*/address = $LAN_HOST/" "$TMP/lan/server.config"
+else
+    if [ -n "$LAN_NS" ]; then ip netns del "$LAN_NS" 2>/dev/null || true; ip link del "crh$$" 2>/dev/null || true; LAN_NS=""; fi
+    log "no network namespace (needs root and iproute2): the second-machine scenario will be skipped"
+fi
+
 SERVER_LOG="$OUT/server.log"
 TLS_LOG="$OUT/server-https.log"
 start_server "$TMP/http/server.config" "$SERVER_LOG"
 start_server "$TMP/https/server.config" "$TLS_LOG"
 URL="$(wait_url "${SERVER_PIDS[0]}" "$SERVER_LOG" http)"
 TLS_URL="$(wait_url "${SERVER_PIDS[1]}" "$TLS_LOG" https)"
+if [ -n "$LAN_NS" ]; then
+    LAN_LOG="$OUT/server-lan.log"
+    start_server "$TMP/lan/server.config" "$LAN_LOG"
+    LAN_URL="$(wait_url "${SERVER_PIDS[2]}" "$LAN_LOG" https)"
+    log "server $CAMRELAY_BIN at $LAN_URL for a browser in network namespace $LAN_NS (log: $LAN_LOG)"
+    export CAMRELAY_LAN_URL="$LAN_URL" CAMRELAY_LAN_CHROMIUM="$TMP/chromium-lan" CAMRELAY_LAN_LOG="$LAN_LOG" \
+        CAMRELAY_LAN_PEER="$LAN_PEER" CAMRELAY_LAN_CERT="$TMP/lan/camrelay-self-signed.pem"
+fi
 TLS_CERT="$TMP/https/camrelay-self-signed.pem"
 [ -s "$TLS_CERT" ] || { cat "$TLS_LOG" >&2; die "the https server made no certificate at $TLS_CERT"; }
 log "server $CAMRELAY_BIN at $URL (log: $SERVER_LOG)"
